@@ -1,0 +1,27 @@
+# promptgrid: soft-prompt transferability studies.
+# Run the default study:      snakemake --cores 2
+# Another study:              snakemake --cores 2 --configfile studies/bigbench-21x9.yaml
+# On SLURM:                   snakemake --workflow-profile profiles/slurm --configfile <study>.yaml
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/prompts.smk"
+include: "workflow/rules/transfer.smk"
+include: "workflow/rules/metrics.smk"
+include: "workflow/rules/analysis.smk"
+include: "workflow/rules/figures.smk"
+
+
+report: "workflow/report/workflow.rst"
+
+
+localrules:
+    all,
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

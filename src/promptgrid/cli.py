@@ -1,0 +1,117 @@
+"""The ``promptgrid`` command: one verb per pipeline stage, each what one Snakemake rule runs."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def _threads() -> None:
+    # a job gets what Snakemake/SLURM gave it; torch would otherwise oversubscribe shared nodes
+    n = os.environ.get("PROMPTGRID_THREADS") or os.environ.get("SLURM_CPUS_PER_TASK")
+    if n:
+        import torch
+
+        torch.set_num_threads(int(n))
+
+
+def _study(args):
+    from promptgrid.jobs import Study
+
+    return Study.from_file(args.config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="promptgrid", description=__doc__)
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    def verb(name, help_text, *args):
+        sp = sub.add_parser(name, help=help_text)
+        sp.add_argument("--config", required=True, help="study config (YAML, or the resolved config.json)")
+        for a in args:
+            sp.add_argument(f"--{a}", required=True)
+        return sp
+
+    sp = sub.add_parser("check", help="validate a study config and print its grid")
+    sp.add_argument("config")
+    verb("prepare", "normalise and split one task", "task")
+    verb("train", "train a task's own prompt for every seed", "backbone", "task")
+    verb("zeroshot", "evaluate every source prompt on a target", "backbone", "target")
+    verb("transfer", "train every transfer run of a method into a target", "backbone", "target", "method")
+    verb("prompt-metrics", "prompt-only similarity metrics for every pair", "backbone")
+    verb("on-metric", "ON: overlap of activated neurons, masks cached per prompt", "backbone")
+    verb("panda-metric", "PANDA metric for every source into a target", "backbone", "target")
+    verb("collect", "gather parts into tables/transfer, similarity and curves")
+    verb("correlate", "correlations, metric comparison, retrieval and summary tables")
+    sp = verb("figure", "draw one figure kind", "kind", "backbone")
+    sp.add_argument("--out", required=True, help="output prefix; .png and .pdf are written")
+    sp.add_argument("--method", default=None)
+    sp.add_argument("--metric", default=None)
+    sp.add_argument("--target", default=None)
+    verb("summarize", "print which metric predicts gains best")
+    sp = verb("export-peft", "export a prompt as a PEFT PromptTuning adapter folder", "backbone", "prompt", "out")
+    sp = verb("import-peft", "import a PEFT PromptTuning adapter as a task prompt", "backbone", "adapter", "out")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    _threads()
+    t0 = time.time()
+    from promptgrid.config import ConfigError
+
+    try:
+        code = dispatch(args)
+    except (ConfigError, FileNotFoundError, KeyError, ValueError, RuntimeError) as err:
+        print(f"promptgrid {args.verb}: error: {err}", file=sys.stderr)
+        return 2
+    print(f"[promptgrid {args.verb}] finished in {time.time() - t0:.1f}s", file=sys.stderr, flush=True)
+    return code or 0
+
+
+def dispatch(args) -> int:
+    from promptgrid import jobs
+
+    if args.verb == "check":
+        from promptgrid.config import load_config
+
+        cfg = load_config(args.config)
+        print(f"study {cfg.study}: {len(cfg.backbones)} backbones, {len(cfg.sources)} sources x "
+              f"{len(cfg.targets)} targets, seeds {cfg.seeds}, methods {cfg.transfer.methods}, "
+              f"metrics {cfg.metrics.names}")
+        return 0
+    study = _study(args)
+    if args.verb == "prepare":
+        jobs.prepare(study, args.task)
+    elif args.verb == "train":
+        jobs.train(study, args.backbone, args.task)
+    elif args.verb == "zeroshot":
+        jobs.zeroshot(study, args.backbone, args.target)
+    elif args.verb == "transfer":
+        jobs.transfer(study, args.backbone, args.target, args.method)
+    elif args.verb == "prompt-metrics":
+        jobs.prompt_metrics(study, args.backbone)
+    elif args.verb == "on-metric":
+        jobs.on_metric(study, args.backbone)
+    elif args.verb == "panda-metric":
+        jobs.panda_metric(study, args.backbone, args.target)
+    elif args.verb == "collect":
+        jobs.collect(study)
+    elif args.verb == "correlate":
+        jobs.correlate(study)
+    elif args.verb == "figure":
+        jobs.figure(study, args.kind, args.backbone, Path(args.out), method=args.method, metric=args.metric,
+                    target=args.target)
+    elif args.verb == "summarize":
+        print(jobs.summarize(study))
+    elif args.verb == "export-peft":
+        jobs.export_peft(study, args.backbone, Path(args.prompt), Path(args.out))
+    elif args.verb == "import-peft":
+        jobs.import_peft(study, args.backbone, Path(args.adapter), Path(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

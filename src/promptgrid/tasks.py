@@ -1,0 +1,535 @@
+"""Task data: load examples from BIG-bench, Hugging Face ``datasets`` or local files, normalise them,
+split them deterministically, and write / re-read the splits.
+
+Normalised schema -- one DataFrame per split (``train``, ``dev``, ``test``), columns in this order:
+
+==============  =======  ======================================================================
+column          dtype    meaning
+==============  =======  ======================================================================
+``id``          str      stable example id: the ``id_field`` column if configured, else the
+                         record's 0-based position in its source (BIG-bench: the example's own
+                         ``id`` if it has one, else its index in ``task.json``)
+``text``        str      the configured ``text_fields`` joined with ``"\\n"``; never blank
+``label``       int64    index of the raw label in ``TaskConfig.labels`` (config order), 0..C-1
+``label_text``  str      verbalizer text, ``TaskConfig.labels[raw label]``
+==============  =======  ======================================================================
+
+Raw labels are compared as strings with the (string) keys of ``TaskConfig.labels``; integral
+floats read as ints (``1.0`` -> ``"1"``) and booleans as ``"True"``/``"False"``.
+
+Split: h = sha256(f"{name}:{id}") read as a number in [0, 1); an example goes to test if
+h < test_fraction, to dev if h < test_fraction + dev_fraction, else to train. Each split is then
+ordered by h and cut to its cap (max_train / max_dev / max_test). The result depends only on the
+task name and the ids, not on the order of rows in the file (when ids are row positions,
+reordering the file changes the ids, so give an ``id_field`` if the file order may change).
+
+Bad data raises :class:`DataError`, naming the file (or dataset), the row (1-based record number
+in file order) with its id, and the column or value at fault.
+
+BIG-bench task files carry a canary string that must never reach published outputs: only the
+``input`` (and other text fields) and the label of each example are kept, and texts or metadata
+containing a canary are refused.
+"""
+from __future__ import annotations
+
+import contextlib
+import difflib
+import fcntl
+import hashlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import pandas as pd
+
+from promptgrid.config import TaskConfig
+from promptgrid.io import atomic_write_bytes, atomic_write_text, read_table, write_table
+
+SPLITS = ("train", "dev", "test")
+COLUMNS = ("id", "text", "label", "label_text")
+LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
+
+BIGBENCH_VERSION = "1.0.0"
+BIGBENCH_ARCHIVE = f"bigbench-{BIGBENCH_VERSION}.tar.gz"
+_BB_PREFIX = f"bigbench-{BIGBENCH_VERSION}/bigbench/benchmark_tasks/"
+_BB_SUFFIX = "/task.json"
+# Every BIG-bench canary reads "... canary GUID <guid>"; matching the phrase avoids copying a GUID here.
+_CANARY_MARK = "canary guid"
+
+
+class DataError(ValueError):
+    """Task data is missing or malformed; the message names the file (or dataset), row and column."""
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Exclusive fcntl lock on ``path`` (created if needed); serialises jobs sharing a cache folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+# ---------------------------------------------------------------- BIG-bench
+def bigbench_archive(cache_dir) -> Path:
+    """``cache_dir/bigbench-1.0.0.tar.gz``, fetched once with ``pip download`` if missing.
+
+    Concurrent callers wait on a file lock; the archive appears by an atomic rename, so a
+    killed download never leaves a truncated archive behind.
+    """
+    cache_dir = Path(cache_dir)
+    target = cache_dir / BIGBENCH_ARCHIVE
+    if target.exists():
+        return target
+    with _file_lock(cache_dir / f".{BIGBENCH_ARCHIVE}.lock"):
+        if target.exists():  # another job fetched it while this one waited
+            return target
+        tmpdir = Path(tempfile.mkdtemp(prefix=".bigbench-download-", dir=cache_dir))
+        try:
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", f"bigbench=={BIGBENCH_VERSION}",
+                   "-d", str(tmpdir)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            got = tmpdir / BIGBENCH_ARCHIVE
+            if proc.returncode != 0 or not got.exists():
+                said = (proc.stderr or proc.stdout or "").strip()[-1500:]
+                raise RuntimeError(
+                    f"could not download {BIGBENCH_ARCHIVE} with '{' '.join(cmd)}' (exit {proc.returncode}). "
+                    f"It needs PyPI access and pip < 26 (pip 26 refuses this archive); or put the file at "
+                    f"{target} yourself. pip said: {said}")
+            os.replace(got, target)
+        finally:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+    return target
+
+
+def _index_path(cache_dir) -> Path:
+    return Path(cache_dir) / "bigbench" / "index.json"
+
+
+def _archive_stamp(archive: Path) -> dict:
+    st = archive.stat()
+    return {"archive": archive.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _read_index(archive: Path, cache_dir) -> Optional[dict]:
+    path = _index_path(cache_dir)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return doc["tasks"] if doc.get("stamp") == _archive_stamp(archive) else None
+
+
+def bigbench_index(archive, cache_dir, _want: Optional[str] = None):
+    """Task path -> [offset, size] of its task.json in the uncompressed tar stream.
+
+    Built by one streaming pass over the archive (~6 s) and cached as ``cache_dir/bigbench/index.json``
+    (keyed by the archive's name, size and mtime). With ``_want``, returns (index, bytes of that
+    task's task.json or None) so the first extraction rides along with the indexing pass.
+    """
+    archive = Path(archive)
+    index = _read_index(archive, cache_dir)
+    data = None
+    if index is None:
+        with _file_lock(_index_path(cache_dir).with_name(".index.lock")):
+            index = _read_index(archive, cache_dir)  # built by another job while we waited?
+            if index is None:
+                index = {}
+                with tarfile.open(archive, "r|gz") as tf:
+                    for m in tf:
+                        if m.isfile() and m.name.startswith(_BB_PREFIX) and m.name.endswith(_BB_SUFFIX):
+                            task = m.name[len(_BB_PREFIX):-len(_BB_SUFFIX)]
+                            index[task] = [m.offset_data, m.size]
+                            if task == _want:
+                                data = tf.extractfile(m).read()
+                if not index:
+                    raise DataError(f"{archive} holds no '{_BB_PREFIX}<task>{_BB_SUFFIX}' files; is it the "
+                                    f"BIG-bench {BIGBENCH_VERSION} source archive?")
+                atomic_write_text(_index_path(cache_dir),
+                                  json.dumps({"stamp": _archive_stamp(archive), "tasks": index}))
+    return (index, data) if _want is not None else index
+
+
+def _read_tar_member(archive: Path, offset: int, size: int) -> bytes:
+    """Bytes [offset, offset+size) of the decompressed archive, plus a check of the tar header before them."""
+    start, end = offset - tarfile.BLOCKSIZE, offset + size
+    d = zlib.decompressobj(31)  # gzip wrapper; a plain zlib loop is ~20% faster than GzipFile.seek
+    pos, chunks = 0, []
+    with open(archive, "rb") as fh:
+        while pos < end:
+            buf = d.unconsumed_tail or fh.read(1 << 20)
+            if not buf:
+                break
+            out = d.decompress(buf, 1 << 24)
+            if pos + len(out) > start:
+                chunks.append(out[max(0, start - pos):end - pos])
+            pos += len(out)
+    blob = b"".join(chunks)
+    try:
+        header = tarfile.TarInfo.frombuf(blob[:tarfile.BLOCKSIZE], "utf-8", "surrogateescape")
+    except tarfile.HeaderError:
+        header = None
+    if header is None or header.size != size or len(blob) != end - start:
+        raise DataError(f"the BIG-bench member index does not match {archive} at offset {offset}; "
+                        f"delete the index.json beside the extracted tasks and retry")
+    return blob[tarfile.BLOCKSIZE:]
+
+
+def extract_bigbench_task(archive, task_path: str, cache_dir) -> Path:
+    """Extract one task's ``task.json`` to ``cache_dir/bigbench/<task_path>/task.json`` (cached, atomic).
+
+    ``task_path`` is a folder under ``bigbench/benchmark_tasks``, e.g. ``'multiemo/products_text_en'``.
+    """
+    task_path = str(task_path).strip("/")
+    if not task_path or any(part in ("", ".", "..") for part in task_path.split("/")):
+        raise DataError(f"BIG-bench task path {task_path!r} is not a folder name like 'multiemo/hotels_text_en'")
+    out = Path(cache_dir) / "bigbench" / task_path / "task.json"
+    if out.exists():
+        return out
+    archive = Path(archive)
+    if not archive.exists():
+        raise FileNotFoundError(f"BIG-bench archive {archive} does not exist")
+    index, data = bigbench_index(archive, cache_dir, _want=task_path)
+    if task_path not in index:
+        subtasks = sorted(t for t in index if t.startswith(task_path + "/"))
+        leaf = task_path.rsplit("/", 1)[-1]
+        near = difflib.get_close_matches(task_path, list(index), n=5, cutoff=0.6)
+        near += sorted(t for t in index if leaf in t and t not in near)[:5 - len(near)]
+        hint = (f"it has subtasks: {subtasks[:12]}" if subtasks else
+                f"did you mean {near}?" if near else f"see {_index_path(cache_dir)} for all {len(index)} task paths")
+        raise DataError(f"BIG-bench task '{task_path}' is not in {archive.name}; {hint}")
+    if data is None:
+        data = _read_tar_member(archive, *index[task_path])
+    atomic_write_bytes(out, data)
+    return out
+
+
+def bigbench_records(task_json) -> list:
+    """Raw records of a multiple-choice BIG-bench task: example fields + ``id`` + ``label``.
+
+    The raw label is the ``target_scores`` key with the highest score; a tie is an error, as the
+    label would be arbitrary. Task-level fields (the canary among them) are dropped.
+    """
+    path = Path(task_json)
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"BIG-bench file {path} is not valid JSON: {err}") from None
+    examples = doc.get("examples") if isinstance(doc, dict) else None
+    if not examples:
+        raise DataError(f"BIG-bench file {path} has no examples (a parent task? name one of its subtasks, "
+                        f"'<task>/<subtask>')")
+    records = []
+    for i, ex in enumerate(examples):
+        scores = ex.get("target_scores")
+        if not isinstance(scores, dict) or not scores:
+            raise DataError(f"BIG-bench file {path} example {i}: no 'target_scores' (a generative task? "
+                            f"promptgrid needs multiple-choice tasks)")
+        best = max(scores.values())
+        top = [k for k, v in scores.items() if v == best]
+        if len(top) != 1:
+            raise DataError(f"BIG-bench file {path} example {i}: labels {top} share the top score {best}, "
+                            f"so the label is ambiguous")
+        rec = {k: v for k, v in ex.items() if k not in ("target_scores", "target", "id")}
+        rec["id"] = str(ex.get("id", i))
+        rec["label"] = top[0]
+        records.append(rec)
+    return records
+
+
+# ---------------------------------------------------------------- Hugging Face and local files
+def read_hf(task: TaskConfig) -> pd.DataFrame:
+    """``datasets.load_dataset(path, name=hf_config, data_files=data_files, split=hf_split)`` as a DataFrame.
+
+    One code path for a hub id and for a local builder ('json', 'csv', 'parquet') with data_files.
+    A ClassLabel label column is turned into its names when the configured labels are those names.
+    """
+    import datasets
+
+    where = _hf_name(task)
+    try:
+        ds = datasets.load_dataset(task.path, name=task.hf_config, data_files=task.data_files, split=task.hf_split)
+    except Exception as err:  # datasets raises many types (hub, file, builder errors); add which dataset
+        raise DataError(f"could not load {where}: {type(err).__name__}: {err}") from err
+    df = ds.to_pandas()
+    feature = ds.features.get(task.label_field)
+    if isinstance(feature, datasets.ClassLabel) and task.label_field in df.columns:
+        wanted = set(task.labels)
+        if wanted <= set(feature.names) and not wanted <= {str(i) for i in range(feature.num_classes)}:
+            names = feature.names
+            df[task.label_field] = [names[v] if 0 <= v < len(names) else v for v in df[task.label_field]]
+    return df
+
+
+def _hf_name(task: TaskConfig) -> str:
+    parts = [f"config {task.hf_config!r}" if task.hf_config else "",
+             f"data_files {task.data_files!r}" if task.data_files else "", f"split {task.hf_split!r}"]
+    return f"Hugging Face dataset {task.path!r} ({', '.join(p for p in parts if p)})"
+
+
+def read_local(path) -> pd.DataFrame:
+    """Read a .jsonl / .json / .csv / .tsv / .parquet file of records with pandas.
+
+    CSV/TSV cells are read as strings (empty cells stay ""), so ids and labels keep their spelling.
+    A .json file holds a list of records, or a mapping with the list under 'examples' or 'data'.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in LOCAL_SUFFIXES:
+        raise DataError(f"data file {path}: unsupported extension {suffix!r}; use one of {list(LOCAL_SUFFIXES)}")
+    if not path.exists():
+        raise DataError(f"data file {path} does not exist (relative paths start at {Path.cwd()})")
+    if path.stat().st_size == 0:
+        raise DataError(f"data file {path} is empty")
+    if suffix == ".jsonl":
+        records = []
+        with open(path, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise DataError(f"data file {path} line {lineno} is not valid JSON: {err}") from None
+                if not isinstance(rec, dict):
+                    raise DataError(f"data file {path} line {lineno} is a {type(rec).__name__}, not a JSON object")
+                records.append(rec)
+        df = pd.DataFrame.from_records(records)
+    elif suffix == ".json":
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise DataError(f"data file {path} is not valid JSON: {err}") from None
+        if isinstance(doc, dict):
+            doc = doc.get("examples", doc.get("data"))
+        if not isinstance(doc, list) or not all(isinstance(r, dict) for r in doc):
+            raise DataError(f"data file {path} must hold a list of records (or a mapping with it under "
+                            f"'examples' or 'data')")
+        df = pd.DataFrame.from_records(doc)
+    elif suffix in (".csv", ".tsv"):
+        try:
+            df = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
+        except pd.errors.EmptyDataError:
+            raise DataError(f"data file {path} is empty") from None
+        except pd.errors.ParserError as err:
+            raise DataError(f"data file {path} is not valid {suffix[1:].upper()}: {err}") from None
+    else:
+        df = pd.read_parquet(path)
+    if len(df) == 0:
+        raise DataError(f"data file {path} is empty (no rows)")
+    return df
+
+
+def _bigbench_subtasks(task_path: str, cache_dir) -> list:
+    try:
+        tasks = json.loads(_index_path(cache_dir).read_text())["tasks"]
+    except (OSError, json.JSONDecodeError, KeyError):
+        return []
+    return sorted(t for t in tasks if t.startswith(task_path.strip("/") + "/"))[:12]
+
+
+def load_raw(task: TaskConfig, cache_dir, *, archive=None):
+    """Raw records of ``task`` and a name for them in messages: (DataFrame, source name).
+
+    BIG-bench tasks are extracted from ``archive`` (default: :func:`bigbench_archive`, which downloads
+    it once) unless already in ``cache_dir``.
+    """
+    if task.source == "bigbench":
+        task_json = Path(cache_dir) / "bigbench" / task.path.strip("/") / "task.json"
+        if not task_json.exists():
+            task_json = extract_bigbench_task(archive or bigbench_archive(cache_dir), task.path, cache_dir)
+        try:
+            records = bigbench_records(task_json)
+        except DataError as err:
+            subtasks = _bigbench_subtasks(task.path, cache_dir)
+            if subtasks and "has no examples" in str(err):
+                raise DataError(f"{err}; subtasks of '{task.path}': {subtasks}") from None
+            raise
+        return pd.DataFrame.from_records(records), f"BIG-bench file {task_json}"
+    if task.source == "hf":
+        return read_hf(task), _hf_name(task)
+    return read_local(task.path), f"data file {task.path}"
+
+
+# ---------------------------------------------------------------- normalise and split
+def _is_missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA or v is pd.NaT
+
+
+def _as_key(v) -> Optional[str]:
+    """A raw label or id as the string compared with config keys."""
+    if _is_missing(v):
+        return None
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def _plain(v):
+    """numpy scalars as Python values, so messages read 5 rather than np.int64(5)."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _as_text(v) -> str:
+    return "" if _is_missing(v) else str(v)
+
+
+def normalise(raw, task: TaskConfig, source: str) -> pd.DataFrame:
+    """Raw records (list of dicts or DataFrame) -> the normalised (id, text, label, label_text) frame.
+
+    ``source`` names the file or dataset in error messages.
+    """
+    df = raw if isinstance(raw, pd.DataFrame) else pd.DataFrame.from_records(list(raw))
+    label_field, id_field = ("label", "id") if task.source == "bigbench" else (task.label_field, task.id_field)
+    if len(df) == 0:
+        raise DataError(f"{source} is empty (no rows)")
+    for col in [*task.text_fields, label_field] + ([id_field] if id_field else []):
+        if col not in df.columns:
+            raise DataError(f"{source}: column '{col}' is missing (columns present: {[str(c) for c in df.columns]})")
+    rows = np.arange(1, len(df) + 1)
+
+    if id_field:
+        ids = pd.Series([_as_key(v) for v in df[id_field]], dtype=object)
+        blank = ids.isna() | (ids.fillna("").str.strip() == "")
+        if blank.any():
+            i = int(np.flatnonzero(blank.to_numpy())[0])
+            raise DataError(f"{source} row {rows[i]}: empty id in column '{id_field}'")
+    else:
+        ids = pd.Series([str(i) for i in range(len(df))], dtype=object)
+    dup = ids.duplicated(keep=False).to_numpy()
+    if dup.any():
+        first = ids[dup].iloc[0]
+        at = rows[(ids == first).to_numpy()].tolist()
+        raise DataError(f"{source}: duplicate id {first!r} at rows {at} ({int(dup.sum())} rows share an id); "
+                        f"ids in column '{id_field}' must be unique")
+
+    parts = [[_as_text(v) for v in df[f]] for f in task.text_fields]
+    text = ["\n".join(p) for p in zip(*parts)]
+    blank = np.array([not t.strip() for t in text])
+    if blank.any():
+        i = int(np.flatnonzero(blank)[0])
+        raise DataError(f"{source} row {rows[i]} (id {ids[i]!r}): empty text in {task.text_fields} "
+                        f"({int(blank.sum())} such rows)")
+
+    keys = [_as_key(v) for v in df[label_field]]
+    order = {k: j for j, k in enumerate(task.labels)}
+    bad = np.array([k not in order for k in keys])
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{source} row {rows[i]} (id {ids[i]!r}): label {_plain(df[label_field].iloc[i])!r} in column "
+                        f"'{label_field}' is not one of the configured labels {list(task.labels)} "
+                        f"({int(bad.sum())} rows affected; tasks.<name>.labels maps raw values to label texts)")
+
+    out = pd.DataFrame({
+        "id": ids.tolist(),
+        "text": text,
+        "label": np.array([order[k] for k in keys], dtype=np.int64),
+        "label_text": [task.labels[k] for k in keys],
+    })
+    _refuse_canary(out, source)
+    return out
+
+
+def _refuse_canary(df: pd.DataFrame, source: str) -> None:
+    hit = df["text"].str.lower().str.contains(_CANARY_MARK, regex=False).to_numpy()
+    if hit.any():
+        i = int(np.flatnonzero(hit)[0])
+        raise DataError(f"{source} id {df['id'].iloc[i]!r}: the text holds a BIG-bench canary string, "
+                        f"which must not be copied into outputs")
+
+
+def split_hash(name: str, ids) -> np.ndarray:
+    """(n,) float64 in [0, 1): the top 53 bits of sha256(f"{name}:{id}") for each id."""
+    return np.array([(int.from_bytes(hashlib.sha256(f"{name}:{i}".encode()).digest()[:8], "big") >> 11) / 2.0**53
+                     for i in ids], dtype=np.float64)
+
+
+def split_examples(df: pd.DataFrame, name: str, task: TaskConfig) -> dict:
+    """Deterministic hash split of a normalised frame into {'train','dev','test'} frames, capped."""
+    h = split_hash(name, df["id"])
+    which = np.where(h < task.test_fraction, "test",
+                     np.where(h < task.test_fraction + task.dev_fraction, "dev", "train"))
+    caps = {"train": task.max_train, "dev": task.max_dev, "test": task.max_test}
+    keyed = df.assign(_h=h)
+    out = {}
+    for split in SPLITS:
+        part = keyed[which == split].sort_values("_h", kind="stable").head(caps[split])
+        if part.empty:
+            knob = {"train": "lower dev_fraction / test_fraction", "dev": "raise dev_fraction",
+                    "test": "raise test_fraction"}[split]
+            raise DataError(f"task '{name}': the {split} split is empty after hashing {len(df)} examples "
+                            f"(dev_fraction={task.dev_fraction}, test_fraction={task.test_fraction}, "
+                            f"max_{split}={caps[split]}); {knob} or max_{split} under tasks.{name}, or add examples")
+        out[split] = part.drop(columns="_h").reset_index(drop=True)
+    return out
+
+
+def prepare_task(task: TaskConfig, name: str, cache_dir, *, archive=None) -> dict:
+    """Load -> normalise -> split: {'train','dev','test'} normalised DataFrames for task ``name``."""
+    raw, source = load_raw(task, cache_dir, archive=archive)
+    return split_examples(normalise(raw, task, source), name, task)
+
+
+# ---------------------------------------------------------------- split files
+def write_splits(splits: dict, out_dir, meta: dict) -> dict:
+    """Write ``<out_dir>/{train,dev,test}.parquet`` (``meta`` + split name and size in the metadata)."""
+    if any(_CANARY_MARK in json.dumps(v, default=str).lower() for v in meta.values()):
+        raise DataError("split metadata holds a BIG-bench canary string, which must not be copied into outputs")
+    paths = {}
+    for split in SPLITS:
+        if split not in splits:
+            raise DataError(f"write_splits: no '{split}' split (got {sorted(splits)})")
+        df = splits[split]
+        missing = [c for c in COLUMNS if c not in df.columns]
+        if missing:
+            raise DataError(f"write_splits: the {split} split lacks columns {missing} (has {list(df.columns)})")
+        _refuse_canary(df, f"{split} split")
+        paths[split] = Path(out_dir) / f"{split}.parquet"
+        write_table(df[list(COLUMNS)].reset_index(drop=True), paths[split],
+                    {**meta, "split": split, "n_examples": int(len(df))})
+    return paths
+
+
+def load_split(path, task: TaskConfig) -> pd.DataFrame:
+    """Read a split written by :func:`write_splits` and check it against ``task``'s labels."""
+    path = Path(path)
+    df = read_table(path)
+    for col in COLUMNS:
+        if col not in df.columns:
+            raise DataError(f"split file {path}: column '{col}' is missing (columns present: {list(df.columns)})")
+    if len(df) == 0:
+        raise DataError(f"split file {path} has no rows")
+    if not pd.api.types.is_integer_dtype(df["label"]):
+        raise DataError(f"split file {path}: column 'label' has dtype {df['label'].dtype}, expected integers")
+    label = df["label"].to_numpy(dtype=np.int64)
+    n = len(task.labels)
+    bad = (label < 0) | (label >= n)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(f"split file {path} row {i + 1} (id {df['id'].iloc[i]!r}): label {label[i]} is outside "
+                        f"0..{n - 1} for the configured labels {task.label_texts}")
+    expected = np.array(task.label_texts, dtype=object)[label]
+    off = df["label_text"].astype(str).to_numpy() != expected
+    if off.any():
+        i = int(np.flatnonzero(off)[0])
+        raise DataError(f"split file {path} row {i + 1} (id {df['id'].iloc[i]!r}): label_text "
+                        f"{df['label_text'].iloc[i]!r} != configured text {expected[i]!r} of label {label[i]}; "
+                        f"the task's labels changed since the split was written, so prepare it again")
+    return pd.DataFrame({"id": [str(v) for v in df["id"]], "text": [str(v) for v in df["text"]],
+                         "label": label, "label_text": [str(v) for v in df["label_text"]]})

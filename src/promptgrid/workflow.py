@@ -1,0 +1,63 @@
+"""Checks and files that the Snakemake workflow needs while it builds the DAG (before any job runs)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from promptgrid.config import ConfigError, StudyConfig
+from promptgrid.io import atomic_write_text
+
+ORIGIN_FILE = ".study-origin.json"
+
+
+def check_inputs_exist(cfg: StudyConfig) -> None:
+    """Fail at DAG build on inputs that are local and missing: data files, model folders, prompt files.
+
+    Hub ids are not checked here: a study that needs the hub fails in the job that loads it.
+    """
+    for name, task in cfg.tasks.items():
+        if task.source == "local" and not Path(os.path.expanduser(task.path)).exists():
+            raise ConfigError(f"tasks.{name}.path", f"data file {task.path} does not exist")
+        if task.source == "hf" and task.data_files and not any(Path().glob(task.data_files)) \
+                and not Path(os.path.expanduser(task.data_files)).exists():
+            raise ConfigError(f"tasks.{name}.data_files", f"no file matches {task.data_files}")
+    for name, bb in cfg.backbones.items():
+        from promptgrid.backbones import BackboneError, resolve_model
+
+        try:
+            resolve_model(name, bb)
+        except BackboneError as err:
+            raise ConfigError(f"backbones.{name}.model", str(err)) from None
+    if cfg.prompt.init == "file" and not Path(cfg.prompt.init_file).exists():
+        raise ConfigError("prompt.init_file", f"prompt file {cfg.prompt.init_file} does not exist")
+
+
+def check_study_dir(cfg: StudyConfig, config_files: list) -> None:
+    """Refuse to let two different study configs write into the same results/<study>/ folder."""
+    root = cfg.study_dir
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / ".write-probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError("results_dir", f"cannot write to {root}: {err.strerror}") from None
+    origin = root / ORIGIN_FILE
+    mine = sorted(config_files)
+    if origin.exists() and mine:
+        theirs = json.loads(origin.read_text()).get("config_files", [])
+        if theirs and theirs != mine:
+            raise ConfigError("study", f"{root} already holds the study written by {theirs}; this config "
+                                       f"({mine}) uses the same study name. Rename 'study' or remove {root}")
+    if mine:
+        atomic_write_text(origin, json.dumps({"config_files": mine}, indent=1))
+
+
+def write_resolved_config(cfg: StudyConfig) -> str:
+    """Write the validated config (defaults filled in) where every job reads it; rewrite only on change."""
+    path = cfg.study_dir / "config.json"
+    text = json.dumps(cfg.to_dict(), indent=1, sort_keys=True)
+    if not path.exists() or path.read_text() != text:
+        atomic_write_text(path, text)
+    return str(path)

@@ -1,0 +1,151 @@
+import math
+
+import pytest
+import torch
+
+import promptgrid.training as training
+from promptgrid.config import PandaConfig, PromptConfig, TrainingConfig
+from promptgrid.prompt import PromptBank, init_prompt, weighted_average
+from promptgrid.training import (RunSpec, batch_indices, encode_split, kd_loss, predict_bank, score_bank, task_score,
+                                 train_runs)
+from tiny_models import tiny_backbone
+
+POS = ["great lovely wonderful", "lovely great stay", "wonderful and great", "great great", "so lovely"]
+NEG = ["awful terrible bad", "bad awful stay", "terrible and bad", "awful awful", "so terrible"]
+
+
+@pytest.fixture(scope="module")
+def toy():
+    bb = tiny_backbone("encoder", seed=1, temperature=10.0)
+    head = bb.task_head(["positive", "negative"])
+    texts = POS + NEG
+    labels = [0] * len(POS) + [1] * len(NEG)
+    data = encode_split(bb, texts, labels)
+    return bb, head, data
+
+
+def test_batch_indices_are_a_pure_function_of_seed_and_step():
+    a = batch_indices(10, 4, seed=3, step=5)
+    assert torch.equal(a, batch_indices(10, 4, seed=3, step=5))
+    assert not torch.equal(a, batch_indices(10, 4, seed=4, step=5))
+    # one epoch covers every example exactly once
+    epoch = torch.cat([batch_indices(12, 4, 0, s) for s in range(3)])
+    assert sorted(epoch.tolist()) == list(range(12))
+
+
+def test_task_score_accuracy_and_macro_f1():
+    pred = torch.tensor([0, 0, 1, 1, 2])
+    gold = torch.tensor([0, 1, 1, 1, 0])
+    assert task_score(pred, gold, "accuracy", 3) == pytest.approx(60.0)
+    # class 0: tp1 fp1 fn1 -> 0.5; class 1: tp2 fp0 fn1 -> 0.8; class 2: tp0 fp1 -> 0
+    assert task_score(pred, gold, "macro_f1", 3) == pytest.approx(100 * (0.5 + 0.8 + 0.0) / 3)
+
+
+def test_predict_bank_matches_one_prompt_at_a_time(toy):
+    bb, head, data = toy
+    prompts = torch.randn(3, 4, bb.embed_dim)
+    together = predict_bank(bb, head, prompts, data, batch_size=8)
+    for k in range(3):
+        alone = predict_bank(bb, head, prompts[k:k + 1], data, batch_size=8)
+        torch.testing.assert_close(together[k], alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_training_learns_a_separable_task(minilm):
+    bb = minilm
+    head = bb.task_head(["no", "yes"])  # inverted on purpose: the prompt must learn to flip the encoder's prior
+    data = encode_split(bb, POS + NEG, [0] * len(POS) + [1] * len(NEG))
+    cfg = TrainingConfig(lr=0.1, steps=30, batch_size=4, eval_every=10, checkpoint_every=10, early_step=10)
+    init = init_prompt(PromptConfig(length=4), bb.embed_layer.weight, seed=0)
+    [res] = train_runs(bb, head, data, data, [RunSpec("r", 0, init)], cfg, "accuracy", log=lambda m: None)
+    assert [p["step"] for p in res.curve] == [0, 10, 20, 30]
+    assert res.best_dev == 100.0
+    assert res.curve[0]["dev_score"] < 100.0
+    assert res.curve[-1]["train_loss"] < res.curve[1]["train_loss"]
+    # best prompt reproduces its dev score
+    assert score_bank(bb, head, res.best_prompt[None], data, "accuracy")[0] == res.best_dev
+    assert not torch.equal(res.early_prompt, init)
+
+
+def test_bank_runs_are_independent(toy):
+    """Run k trained inside a bank of 3 equals run k trained alone (same seed, same init)."""
+    bb, head, data = toy
+    cfg = TrainingConfig(lr=0.1, steps=6, batch_size=4, eval_every=3, checkpoint_every=3, early_step=3)
+    inits = [init_prompt(PromptConfig(length=4), bb.embed_layer.weight, seed=s) for s in range(3)]
+    runs = [RunSpec(f"r{s}", s, inits[s]) for s in range(3)]
+    together = train_runs(bb, head, data, data, runs, cfg, "accuracy", log=lambda m: None)
+    alone = train_runs(bb, head, data, data, [runs[1]], cfg, "accuracy", log=lambda m: None)[0]
+    torch.testing.assert_close(together[1].best_prompt, alone.best_prompt, atol=1e-5, rtol=1e-5)
+
+
+def test_resume_is_bit_identical(toy, tmp_path, monkeypatch):
+    bb, head, data = toy
+    cfg = TrainingConfig(lr=0.1, steps=12, batch_size=4, eval_every=3, checkpoint_every=4, early_step=4)
+    init = init_prompt(PromptConfig(length=4), bb.embed_layer.weight, seed=0)
+    runs = [RunSpec("a", 0, init), RunSpec("b", 1, init * 0.5)]
+    full = train_runs(bb, head, data, data, runs, cfg, "accuracy", log=lambda m: None)
+
+    ckpt = tmp_path / "ckpt.pt"
+    real_save = training.save_torch_checkpoint
+    saves = []
+
+    def crash_after_second_save(path, state):
+        real_save(path, state)
+        saves.append(state["state"]["step"])
+        if len(saves) == 2:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(training, "save_torch_checkpoint", crash_after_second_save)
+    with pytest.raises(KeyboardInterrupt):
+        train_runs(bb, head, data, data, runs, cfg, "accuracy", checkpoint=ckpt, checkpoint_key="k", log=lambda m: None)
+    assert saves == [4, 8] and ckpt.exists()
+    monkeypatch.setattr(training, "save_torch_checkpoint", real_save)
+    logs = []
+    resumed = train_runs(bb, head, data, data, runs, cfg, "accuracy", checkpoint=ckpt, checkpoint_key="k",
+                         log=logs.append)
+    assert any("resumed" in m and "step 8" in m for m in logs)
+    for f, r in zip(full, resumed):
+        assert torch.equal(f.best_prompt, r.best_prompt)
+        assert str(f.curve) == str(r.curve)  # str(): the step-0 loss is NaN, and NaN != NaN
+    # a checkpoint of another configuration is ignored, not trusted
+    logs.clear()
+    train_runs(bb, head, data, data, runs, cfg, "accuracy", checkpoint=ckpt, checkpoint_key="other", log=logs.append)
+    assert any("ignoring checkpoint" in m for m in logs)
+
+
+def test_early_stop_stops_a_run(toy):
+    bb, head, data = toy
+    cfg = TrainingConfig(lr=1e-9, steps=40, batch_size=4, eval_every=2, early_stop=2, checkpoint_every=10,
+                         early_step=2)
+    init = init_prompt(PromptConfig(length=4), bb.embed_layer.weight, seed=0)
+    [res] = train_runs(bb, head, data, data, [RunSpec("r", 0, init)], cfg, "accuracy", log=lambda m: None)
+    assert res.last_step == 4  # evals at 0, 2, 4: two without improvement
+
+
+def test_kd_losses():
+    s = torch.tensor([[1.0, 2.0], [0.0, 0.0]])
+    t = torch.tensor([[1.0, 4.0], [0.0, 0.0]])
+    assert kd_loss(s, t, PandaConfig(kd_loss="mse")).tolist() == [2.0, 0.0]
+    kl = kd_loss(s, t, PandaConfig(kd_loss="kl", kd_temperature=1.0))
+    p_t = torch.softmax(t[0], -1)
+    expected = (p_t * (p_t.log() - torch.log_softmax(s[0], -1))).sum()
+    assert kl[0].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert kl[1].item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_prompt_init_kinds():
+    emb = torch.arange(40000 * 3, dtype=torch.float32).view(40000, 3)
+    cfg = PromptConfig(length=5, init="vocab", vocab_top=100)
+    p = init_prompt(cfg, emb, seed=0)
+    rows = (p[:, 0] / 3).long()
+    assert p.shape == (5, 3) and rows.min() >= 1000 and rows.max() < 1100 and len(set(rows.tolist())) == 5
+    assert torch.equal(p, init_prompt(cfg, emb, seed=0))
+    lab = init_prompt(PromptConfig(length=5, init="labels"), emb, seed=0, label_token_ids=[[1, 3], [5]])
+    assert lab[0].tolist() == emb[[1, 3]].mean(0).tolist() and lab[1].tolist() == emb[5].tolist()
+    rnd = init_prompt(PromptConfig(length=5, init="random", random_std=0.5), emb, seed=1)
+    assert 0.2 < rnd.std().item() < 0.9
+    with pytest.raises(ValueError, match=r"\(5, 3\)"):
+        init_prompt(PromptConfig(length=5, init="file", init_file="x"), emb, 0, from_file=torch.zeros(4, 3))
+    w = weighted_average(torch.stack([torch.ones(2, 3), 3 * torch.ones(2, 3)]), torch.tensor([1.0, 3.0]))
+    assert torch.allclose(w, torch.full((2, 3), 2.5))
+    bank = PromptBank(torch.stack([torch.zeros(2, 3), torch.ones(2, 3)]))
+    assert bank(torch.tensor([1, 0, 1]))[:, 0, 0].tolist() == [1.0, 0.0, 1.0]

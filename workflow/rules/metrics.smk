@@ -1,0 +1,54 @@
+rule prompt_metrics:
+    input:
+        lambda w: all_task_prompts(w.backbone) + all_task_prompts(w.backbone, early=True),
+    output:
+        R("parts/{backbone}/similarity/prompt.parquet"),
+    params:
+        config=CONFIG_JSON,
+        cfg_hash=lambda w: stage_hash("prompt", "training", "seeds", "sources", "targets", "metrics",
+                                      backbone=w.backbone),
+    log:
+        R("logs/metrics/{backbone}/prompt.log"),
+    conda:
+        ENV
+    shell:
+        "PROMPTGRID_THREADS={threads} promptgrid prompt-metrics --config {params.config:q} "
+        "--backbone {wildcards.backbone:q} > {log:q} 2>&1"
+
+
+rule on_metric:
+    input:
+        lambda w: all_task_prompts(w.backbone) + all_task_prompts(w.backbone, early=True),
+    output:
+        R("parts/{backbone}/similarity/on.parquet"),
+    params:
+        config=CONFIG_JSON,
+        cfg_hash=lambda w: stage_hash("prompt", "training", "seeds", "sources", "targets", "metrics",
+                                      backbone=w.backbone),
+    threads: 2
+    log:
+        R("logs/metrics/{backbone}/on.log"),
+    conda:
+        ENV
+    shell:
+        "PROMPTGRID_THREADS={threads} promptgrid on-metric --config {params.config:q} "
+        "--backbone {wildcards.backbone:q} > {log:q} 2>&1"
+
+
+rule panda_metric:
+    input:
+        lambda w: task_data(w.target) + task_prompts(w.backbone, w.target) + source_prompts(w.backbone),
+    output:
+        R("parts/{backbone}/similarity/panda/{target}.parquet"),
+    params:
+        config=CONFIG_JSON,
+        cfg_hash=lambda w: stage_hash("prompt", "training", "seeds", "sources", "metrics", task=w.target,
+                                      backbone=w.backbone),
+    threads: 2
+    log:
+        R("logs/metrics/{backbone}/panda/{target}.log"),
+    conda:
+        ENV
+    shell:
+        "PROMPTGRID_THREADS={threads} promptgrid panda-metric --config {params.config:q} "
+        "--backbone {wildcards.backbone:q} --target {wildcards.target:q} > {log:q} 2>&1"

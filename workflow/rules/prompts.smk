@@ -1,0 +1,22 @@
+rule train_prompt:
+    input:
+        lambda w: task_data(w.task),
+    output:
+        prompts=expand(R("prompts/{{backbone}}/task/{{task}}/seed{seed}.safetensors"), seed=SEEDS),
+        early=expand(R("prompts/{{backbone}}/task/{{task}}/seed{seed}.early.safetensors"), seed=SEEDS),
+        runs=R("parts/{backbone}/train/{task}.runs.parquet"),
+        curves=R("parts/{backbone}/train/{task}.curves.parquet"),
+    params:
+        config=CONFIG_JSON,
+        cfg_hash=lambda w: stage_hash("prompt", "training", "seeds", task=w.task, backbone=w.backbone),
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    log:
+        R("logs/train/{backbone}/{task}.log"),
+    conda:
+        ENV
+    shell:
+        "PROMPTGRID_THREADS={threads} promptgrid train --config {params.config:q} "
+        "--backbone {wildcards.backbone:q} --task {wildcards.task:q} > {log:q} 2>&1"

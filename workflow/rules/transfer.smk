@@ -1,0 +1,42 @@
+rule zeroshot:
+    input:
+        lambda w: task_data(w.target) + source_prompts(w.backbone),
+    output:
+        R("parts/{backbone}/zeroshot/{target}.parquet"),
+    params:
+        config=CONFIG_JSON,
+        cfg_hash=lambda w: stage_hash("prompt", "training", "seeds", "sources", task=w.target, backbone=w.backbone),
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    log:
+        R("logs/zeroshot/{backbone}/{target}.log"),
+    conda:
+        ENV
+    shell:
+        "PROMPTGRID_THREADS={threads} promptgrid zeroshot --config {params.config:q} "
+        "--backbone {wildcards.backbone:q} --target {wildcards.target:q} > {log:q} 2>&1"
+
+
+rule transfer:
+    input:
+        transfer_inputs,
+    output:
+        runs=R("parts/{backbone}/{method}/{target}.runs.parquet"),
+        curves=R("parts/{backbone}/{method}/{target}.curves.parquet"),
+    params:
+        config=CONFIG_JSON,
+        cfg_hash=lambda w: stage_hash("prompt", "training", "seeds", "sources", "transfer", task=w.target,
+                                      backbone=w.backbone),
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=240,
+    log:
+        R("logs/transfer/{backbone}/{method}/{target}.log"),
+    conda:
+        ENV
+    shell:
+        "PROMPTGRID_THREADS={threads} promptgrid transfer --config {params.config:q} --backbone {wildcards.backbone:q} "
+        "--target {wildcards.target:q} --method {wildcards.method:q} > {log:q} 2>&1"
