@@ -2,7 +2,10 @@
 # Run the default study:      snakemake --cores 2
 # Another study:              snakemake --cores 2 --configfile studies/bigbench-21x9.yaml
 # On SLURM:                   snakemake --workflow-profile profiles/slurm --configfile <study>.yaml
-configfile: "config.yaml"
+# A study file given with --configfile replaces the default study instead of merging into it.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 include: "workflow/rules/common.smk"

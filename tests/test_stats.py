@@ -171,3 +171,17 @@ def test_correlate_is_fast_enough_for_pooled_tables():
     t0 = time.perf_counter()
     S.correlate(x, y, n_permutations=1000, n_bootstrap=1000, seed=0)
     assert time.perf_counter() - t0 < 10
+
+
+@pytest.mark.parametrize("with_gap", [False, True])
+def test_compare_many_equals_pairwise(with_gap):
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=30)
+    xs = {"a": y + rng.normal(size=30), "b": rng.normal(size=30), "c": -y + 0.5 * rng.normal(size=30)}
+    if with_gap:  # metric b is missing on one item: the per-pair path is taken
+        xs["b"][4] = np.nan
+    many = S.compare_many_correlations(xs, y, n_bootstrap=300, seed=5, kind="spearman")
+    assert [(r["metric_a"], r["metric_b"]) for r in many] == [("a", "b"), ("a", "c"), ("b", "c")]
+    for r in many:
+        single = S.compare_correlations(xs[r["metric_a"]], xs[r["metric_b"]], y, n_bootstrap=300, seed=5)
+        assert {k: r[k] for k in single} == single

@@ -154,13 +154,23 @@ def test_empty_text_names_row(tmp_path):
     rows[1].update(title="", body="   ")
     path = write_jsonl(tmp_path / "blank.jsonl", rows)
     with pytest.raises(DataError, match=r"blank\.jsonl row 2 \(id 'r02'\): empty text in \['title', 'body'\]"):
-        prepare_task(reviews(path), "reviews", tmp_path)
+        prepare_task(reviews(path, empty_text="error"), "reviews", tmp_path)
+
+
+def test_empty_text_rows_are_dropped_by_default(tmp_path, capsys):
+    rows = raw_rows()
+    rows[1].update(title="", body="   ")
+    path = write_jsonl(tmp_path / "blank.jsonl", rows)
+    splits = prepare_task(reviews(path), "reviews", tmp_path)
+    ids = [i for df in splits.values() for i in df["id"]]
+    assert "r02" not in ids and len(ids) == len(rows) - 1
+    assert "dropping 1 rows with empty text" in capsys.readouterr().err
 
 
 def test_missing_text_field_value_is_empty_text(tmp_path):
     path = write_jsonl(tmp_path / "none.jsonl", [{"id": "a", "input": "x", "label": 0},
                                                  {"id": "b", "input": None, "label": 1}])
-    task = TaskConfig(source="local", path=str(path), labels={"0": "n", "1": "y"}, id_field="id")
+    task = TaskConfig(source="local", path=str(path), labels={"0": "n", "1": "y"}, id_field="id", empty_text="error")
     with pytest.raises(DataError, match=r"none\.jsonl row 2 \(id 'b'\): empty text"):
         prepare_task(task, "t", tmp_path)
 

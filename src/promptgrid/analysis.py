@@ -12,14 +12,13 @@ Conventions shared by every function:
 """
 from __future__ import annotations
 
-import itertools
 from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
 from promptgrid.config import TRANSFER_METHODS
-from promptgrid.stats import compare_correlations, correlate, retrieval_at_k
+from promptgrid.stats import compare_many_correlations, correlate, retrieval_at_k
 
 TRANSFER_COLUMNS = ["backbone", "source", "target", "method", "seed", "score", "baseline_score", "gain", "rer",
                     "relative_performance", "steps_to_baseline", "baseline_steps", "speedup"]
@@ -31,6 +30,9 @@ RETRIEVAL_COLUMNS = ["backbone", "metric", "method", "target", "k", "best_of_top
                      "ndcg", "regret"]
 COMPARISON_COLUMNS = ["backbone", "method", "metric_a", "metric_b", "n", "r_a", "r_b", "diff", "ci_low", "ci_high",
                       "p", "significant"]
+SUMMARY_BASE = ["backbone", "method", "best_metric", "n", "spearman_rho", "spearman_ci_low", "spearman_ci_high",
+                "spearman_p", "runner_up", "runner_up_rho", "margin", "diff_ci_low", "diff_ci_high", "diff_p",
+                "significant"]
 POOLED = "pooled"
 _DEV_TOL = 1e-9  # dev scores equal up to float noise count as "reached"
 
@@ -207,7 +209,8 @@ def metric_comparison_table(similarity: pd.DataFrame, transfer: pd.DataFrame, n_
     """Every pair of metrics compared on the pooled pairs of each backbone x method.
 
     For metric_a before metric_b (in ``metrics`` order, default: order of first appearance in
-    ``similarity``), :func:`promptgrid.stats.compare_correlations` on the (source, target) pairs
+    ``similarity``), :func:`promptgrid.stats.compare_correlations` (via
+    :func:`promptgrid.stats.compare_many_correlations`) on the (source, target) pairs
     that have both metrics and an outcome. Columns: backbone, method, metric_a, metric_b, n, r_a,
     r_b, diff (= r_a - r_b), ci_low, ci_high, p, significant (CI excludes 0).
     """
@@ -219,12 +222,13 @@ def metric_comparison_table(similarity: pd.DataFrame, transfer: pd.DataFrame, n_
         outcome = grp.drop_duplicates(["source", "target"]).set_index(["source", "target"])["outcome"]
         wide = wide.join(outcome)
         present = [m for m in order if m in wide.columns]
-        for a, b in itertools.combinations(present, 2):
-            res = compare_correlations(wide[a], wide[b], wide["outcome"], n_bootstrap=n_bootstrap, seed=seed,
-                                       kind=kind)
-            rows.append({"backbone": backbone, "method": method, "metric_a": a, "metric_b": b, "n": res["n"],
-                         "r_a": res["r1"], "r_b": res["r2"], "diff": res["diff"], "ci_low": res["ci_low"],
-                         "ci_high": res["ci_high"], "p": res["p"], "significant": res["significant"]})
+        results = compare_many_correlations({m: wide[m].to_numpy() for m in present}, wide["outcome"].to_numpy(),
+                                            n_bootstrap=n_bootstrap, seed=seed, kind=kind)
+        for res in results:
+            rows.append({"backbone": backbone, "method": method, "metric_a": res["metric_a"],
+                         "metric_b": res["metric_b"], "n": res["n"], "r_a": res["r1"], "r_b": res["r2"],
+                         "diff": res["diff"], "ci_low": res["ci_low"], "ci_high": res["ci_high"], "p": res["p"],
+                         "significant": res["significant"]})
     df = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
     df["significant"] = df["significant"].astype(bool)
     return df
@@ -292,7 +296,7 @@ def summary_table(correlation: pd.DataFrame, retrieval: Optional[pd.DataFrame] =
                 row[f"regret_at_{k}"] = rk["regret"].mean() if len(rk) else np.nan
                 row[f"ndcg_at_{k}"] = rk["ndcg"].mean() if len(rk) else np.nan
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=None if rows else SUMMARY_BASE)
 
 
 def _lookup_comparison(comparison: pd.DataFrame, backbone, method, best, second) -> dict:
@@ -310,30 +314,39 @@ def _lookup_comparison(comparison: pd.DataFrame, backbone, method, best, second)
             "significant": bool(h["significant"])}
 
 
+def _missing(x) -> bool:
+    return x is None or (np.ndim(x) == 0 and bool(pd.isna(x)))
+
+
 def _fmt(x, digits: int = 2) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{digits}f}"
+    return "n/a" if _missing(x) or not np.isfinite(float(x)) else f"{float(x):.{digits}f}"
 
 
 def summary_text(summary: pd.DataFrame) -> str:
-    """A plain-English paragraph from a :func:`summary_table` frame, one or two sentences per row."""
+    """A plain-English paragraph from a :func:`summary_table` frame, one or two sentences per row.
+
+    The retrieval sentence uses the smallest k that the summary has columns for."""
+    ks = sorted(int(c[len("best_of_top"):]) for c in summary.columns if c.startswith("best_of_top"))
     sentences = []
     for _, r in summary.iterrows():
         outcome = "zero-shot relative performance" if r["method"] == "zeroshot" else f"{r['method']} gains"
         s = (f"On {r['backbone']}, {r['best_metric']} predicts {outcome} best (Spearman ρ = {_fmt(r['spearman_rho'])} "
              f"[95% CI {_fmt(r['spearman_ci_low'])}, {_fmt(r['spearman_ci_high'])}], n = {int(r['n'])})")
-        if r.get("runner_up") is None or (isinstance(r.get("runner_up"), float) and np.isnan(r["runner_up"])):
+        if _missing(r.get("runner_up")):
             s += "; it is the only metric with a defined correlation."
         else:
             s += f", ahead of {r['runner_up']} (ρ = {_fmt(r['runner_up_rho'])}) by {_fmt(r['margin'])}"
             sig = r.get("significant")
-            if sig is None or (isinstance(sig, float) and np.isnan(sig)):
+            if _missing(sig):
                 s += "; no paired comparison was run."
             else:
                 s += (f"; the difference is {'' if sig else 'not '}significant (paired bootstrap p = "
                       f"{_fmt(r['diff_p'], 3)}, 95% CI {_fmt(r['diff_ci_low'])} to {_fmt(r['diff_ci_high'])}).")
-        if "best_of_top1" in r and pd.notna(r.get("best_of_top1")):
-            s += (f" Taking its top-ranked source gives a mean gain of {_fmt(r['best_of_top1'], 1)} points against "
-                  f"the oracle's {_fmt(r['oracle'], 1)} (regret {_fmt(r['regret_at_1'], 1)}, nDCG@1 "
-                  f"{_fmt(r['ndcg_at_1'])}).")
+        if ks and not _missing(r.get(f"best_of_top{ks[0]}")):
+            k = ks[0]
+            picked = "its top-ranked source" if k == 1 else f"the best of its top {k} sources"
+            s += (f" Taking {picked} gives a mean gain of {_fmt(r[f'best_of_top{k}'], 1)} points against the "
+                  f"oracle's {_fmt(r['oracle'], 1)} (regret {_fmt(r[f'regret_at_{k}'], 1)}, nDCG@{k} "
+                  f"{_fmt(r[f'ndcg_at_{k}'])}).")
         sentences.append(s)
     return " ".join(sentences)

@@ -81,8 +81,11 @@ class TaskConfig:
     dev_fraction: float = field(default=0.1, metadata={"help": "share of examples hashed into dev"})
     test_fraction: float = field(default=0.1, metadata={"help": "share of examples hashed into test"})
     metric: str = field(default="accuracy", metadata={"help": "accuracy | macro_f1"})
+    empty_text: str = field(default="drop", metadata={"help": "rows with empty text: drop (with a warning) | error"})
 
     def __post_init__(self):
+        if self.empty_text not in ("drop", "error"):
+            raise ConfigError("empty_text", f"must be 'drop' or 'error', got {self.empty_text!r}")
         if self.source not in DATA_SOURCES:
             raise ConfigError("source", f"unknown data source {self.source!r}; choose one of {list(DATA_SOURCES)}")
         if not isinstance(self.labels, dict) or len(self.labels) < 2:

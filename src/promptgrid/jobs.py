@@ -116,14 +116,6 @@ def prepare(study: Study, task: str) -> None:
           + f" in {time.time() - t0:.1f}s", flush=True)
 
 
-def _runs_frame(results, scores, **cols) -> pd.DataFrame:
-    rows = []
-    for r, s in zip(results, scores):
-        rows.append({**cols(r) if callable(cols) else cols, "run_id": r.run_id, "score": s,
-                     "best_dev": r.best_dev, "best_step": r.best_step, "last_step": r.last_step})
-    return pd.DataFrame(rows)
-
-
 def _curves_frame(backbone, task, method, results, sources, seeds) -> pd.DataFrame:
     rows = []
     for r, src, seed in zip(results, sources, seeds):
@@ -266,3 +258,244 @@ def transfer(study: Study, backbone: str, target: str, method: str) -> None:
     study.path(layout.checkpoint(method, backbone, target)).unlink(missing_ok=True)
     print(f"[{method}] {backbone}/->{target}: mean test {sum(scores) / len(scores):.2f} over {len(scores)} runs",
           flush=True)
+
+
+# ---------------------------------------------------------------- similarity metrics
+def _similarity_rows(backbone, pairs_values: dict, metric: str) -> list:
+    return [{"backbone": backbone, "source": s, "target": t, "metric": metric, "value": st.mean, "std": st.std,
+             "n_pairs": st.n} for (s, t), st in pairs_values.items()]
+
+
+SIMILARITY_COLUMNS = ["backbone", "source", "target", "metric", "value", "std", "n_pairs"]
+
+
+def prompt_metrics(study: Study, backbone: str) -> None:
+    """Prompt-only metrics for every (source, target) pair, final and early-checkpoint prompts,
+    each averaged over all seed pairs (SPoT)."""
+    from promptgrid.metrics import seed_pair_similarity
+
+    cfg = study.cfg
+    names = [m for m in cfg.metrics.names if m in PROMPT_METRICS]
+    rows = []
+    for early in (False, True):
+        prompts = {t: {seed: study.task_prompt(backbone, t, seed, early) for seed in cfg.seeds}
+                   for t in cfg.trained_tasks}
+        for metric in names:
+            values = {(s, t): seed_pair_similarity(prompts[s], prompts[t], metric)
+                      for s in cfg.sources for t in cfg.targets}
+            rows += _similarity_rows(backbone, values, f"early_{metric}" if early else metric)
+    h = study.config_hash("prompt", "training", "seeds", "sources", "targets", "metrics", backbone=backbone)
+    write_table(pd.DataFrame(rows, columns=SIMILARITY_COLUMNS), study.path(layout.prompt_similarity(backbone)),
+                study.meta(h, seed=cfg.seeds, backbone=backbone))
+    print(f"[prompt-metrics] {backbone}: {len(rows)} rows ({len(names)} metrics x 2 checkpoints)", flush=True)
+
+
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _ffn_model(bb):
+    return bb.model.get_encoder() if bb.cfg.kind == "seq2seq" else bb.model
+
+
+def on_mask_for(study: Study, backbone: str, task: str, seed: int) -> torch.Tensor:
+    """The prompt's FFN activation mask (n_layers, ffn_dim), computed once and cached beside the study.
+
+    The cache records the prompt file's digest, so a retrained prompt never reuses a stale mask.
+    """
+    from safetensors.torch import load_file, save_file
+
+    from promptgrid.io import atomic_path
+    from promptgrid.metrics import activation_mask
+
+    prompt_file = study.path(layout.task_prompt(backbone, task, seed))
+    digest = _file_digest(prompt_file)
+    cache = study.path(layout.on_mask(backbone, task, seed))
+    if cache.exists():
+        from safetensors import safe_open
+
+        with safe_open(str(cache), framework="pt") as fh:
+            if (fh.metadata() or {}).get("prompt_sha256") == digest:
+                return fh.get_tensor("mask").bool()
+    bb = study.backbone(backbone)
+    mask = activation_mask(_ffn_model(bb), study.task_prompt(backbone, task, seed), bb.special_token_embedding())
+    with atomic_path(cache) as tmp:
+        save_file({"mask": mask.to(torch.uint8)}, str(tmp), metadata={"prompt_sha256": digest, "task": task,
+                                                                      "seed": str(seed)})
+    return mask
+
+
+def on_metric(study: Study, backbone: str) -> None:
+    """ON (all layers) and ON per window of ``metrics.on_window`` layers, averaged over seed pairs."""
+    from promptgrid.metrics import on_overlap, on_windows, seed_pair_mean
+
+    cfg = study.cfg
+    masks = {(t, seed): on_mask_for(study, backbone, t, seed) for t in cfg.trained_tasks for seed in cfg.seeds}
+    rows = []
+    for s in cfg.sources:
+        for t in cfg.targets:
+            per_metric: dict = {}
+            for ss in cfg.seeds:
+                for st in cfg.seeds:
+                    a, b = masks[(s, ss)], masks[(t, st)]
+                    per_metric.setdefault("on", []).append(on_overlap(a, b))
+                    for i, v in enumerate(on_windows(a, b, cfg.metrics.on_window)):
+                        per_metric.setdefault(f"on_w{i}", []).append(v)
+            for metric, values in per_metric.items():
+                rows += _similarity_rows(backbone, {(s, t): seed_pair_mean(values)}, metric)
+    h = study.config_hash("prompt", "training", "seeds", "sources", "targets", "metrics", backbone=backbone)
+    write_table(pd.DataFrame(rows, columns=SIMILARITY_COLUMNS), study.path(layout.on_similarity(backbone)),
+                study.meta(h, seed=cfg.seeds, backbone=backbone))
+    print(f"[on-metric] {backbone}: {len(masks)} masks, {len(rows)} rows", flush=True)
+
+
+@torch.inference_mode()
+def _task_vectors(bb, prompts: torch.Tensor, data, batch_size: int) -> torch.Tensor:
+    """PANDA task vectors (K, h): mean pooled output of each of K prompts over the examples."""
+    from promptgrid.metrics import panda_task_vector
+
+    K = prompts.shape[0]
+    sums = None
+    chunk = max(1, batch_size // K)
+    pooled_all = [[] for _ in range(K)]
+    for start in range(0, len(data), chunk):
+        ids = data.ids[start: start + chunk]
+        index = torch.arange(K).repeat_interleave(len(ids))
+        pooled = bb.pooled(prompts[index], bb.collate(ids * K)).float().view(K, len(ids), -1)
+        for k in range(K):
+            pooled_all[k].append(pooled[k])
+    del sums
+    return torch.stack([panda_task_vector(torch.cat(p)) for p in pooled_all])
+
+
+def panda_metric(study: Study, backbone: str, target: str) -> None:
+    """PANDA metric T(s, t): cosine of task vectors of the target's inputs under P_s and under P_t."""
+    from promptgrid.metrics import panda_similarity, seed_pair_mean
+
+    cfg = study.cfg
+    bb = study.backbone(backbone)
+    data = study.encoded(backbone, target, "train", limit=cfg.metrics.panda_examples)
+    keys = [(s, seed) for s in cfg.sources for seed in cfg.seeds] + [(target, seed) for seed in cfg.seeds]
+    keys = list(dict.fromkeys(keys))
+    prompts = torch.stack([study.task_prompt(backbone, t, seed) for t, seed in keys])
+    vectors = dict(zip(keys, _task_vectors(bb, prompts, data, cfg.training.eval_batch_size)))
+    rows = []
+    for s in cfg.sources:
+        values = [panda_similarity(vectors[(s, ss)], vectors[(target, st)]) for ss in cfg.seeds for st in cfg.seeds]
+        rows += _similarity_rows(backbone, {(s, target): seed_pair_mean(values)}, "panda")
+    h = study.config_hash("prompt", "training", "seeds", "sources", "metrics", task=target, backbone=backbone)
+    write_table(pd.DataFrame(rows, columns=SIMILARITY_COLUMNS), study.path(layout.panda_similarity(backbone, target)),
+                study.meta(h, seed=cfg.seeds, backbone=backbone))
+    print(f"[panda-metric] {backbone}/{target}: {len(keys)} prompts x {len(data)} examples", flush=True)
+
+
+# ---------------------------------------------------------------- tables
+def _read_all(study: Study, rels) -> pd.DataFrame:
+    frames = [read_table(study.path(r)) for r in rels if study.path(r).exists()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def collect(study: Study) -> None:
+    """Gather every part into tables/transfer, similarity and curves."""
+    from promptgrid.analysis import compute_gains
+
+    cfg = study.cfg
+    methods = cfg.transfer.methods
+    trained = [m for m in methods if m in layout.TRAINED_METHODS]
+    baselines, runs, curves, sims = [], [], [], []
+    for b in cfg.backbones:
+        baselines.append(_read_all(study, [layout.train_runs(b, t) for t in cfg.trained_tasks]))
+        curves.append(_read_all(study, [layout.train_curves(b, t) for t in cfg.targets]))
+        if "zeroshot" in methods:
+            runs.append(_read_all(study, [layout.zeroshot_part(b, t) for t in cfg.targets]))
+        for m in trained:
+            runs.append(_read_all(study, [layout.method_runs(b, m, t) for t in cfg.targets]))
+            curves.append(_read_all(study, [layout.method_curves(b, m, t) for t in cfg.targets]))
+        sims.append(_read_all(study, [layout.prompt_similarity(b), layout.on_similarity(b)]
+                              + [layout.panda_similarity(b, t) for t in cfg.targets]))
+    baselines = pd.concat(baselines, ignore_index=True)
+    curves = pd.concat(curves, ignore_index=True)
+    runs = pd.concat([r for r in runs if len(r)], ignore_index=True)
+    similarity = pd.concat([s for s in sims if len(s)], ignore_index=True) if any(len(s) for s in sims) \
+        else pd.DataFrame(columns=SIMILARITY_COLUMNS)
+    transfer = compute_gains(runs, baselines, curves)
+    h = study.config_hash("prompt", "training", "seeds", "sources", "targets", "transfer", "metrics", "tasks",
+                          "backbones")
+    meta = study.meta(h, seed=cfg.seeds)
+    write_table(transfer, study.path(layout.table("transfer")), meta)
+    write_table(similarity[SIMILARITY_COLUMNS], study.path(layout.table("similarity")), meta)
+    write_table(curves, study.path(layout.table("curves")), meta)
+    print(f"[collect] transfer {len(transfer)} rows, similarity {len(similarity)} rows, curves {len(curves)} rows",
+          flush=True)
+
+
+def correlate(study: Study) -> None:
+    from promptgrid.analysis import correlation_table, metric_comparison_table, retrieval_table, summary_table
+
+    cfg = study.cfg
+    a = cfg.analysis
+    transfer = read_table(study.path(layout.table("transfer")))
+    similarity = read_table(study.path(layout.table("similarity")))
+    t0 = time.time()
+    correlation = correlation_table(similarity, transfer, a.permutations, a.bootstrap, a.seed)
+    comparison = metric_comparison_table(similarity, transfer, a.bootstrap, a.seed)
+    retrieval = retrieval_table(similarity, transfer, a.top_k)
+    summary = summary_table(correlation, retrieval, comparison)
+    meta = study.meta(study.config_hash("analysis", "prompt", "training", "seeds", "transfer", "metrics"),
+                      seed=a.seed)
+    for name, df in (("correlation", correlation), ("metric_comparison", comparison), ("retrieval", retrieval),
+                     ("summary", summary)):
+        write_table(df, study.path(layout.table(name)), meta)
+    from promptgrid.io import atomic_path
+
+    for name, df in (("correlation", correlation), ("retrieval", retrieval), ("summary", summary)):
+        with atomic_path(study.path(f"tables/{name}.csv")) as tmp:
+            df.to_csv(tmp, index=False, float_format="%.4g")
+    print(f"[correlate] {len(correlation)} correlations, {len(comparison)} comparisons, {len(retrieval)} retrieval "
+          f"rows in {time.time() - t0:.1f}s", flush=True)
+    print(summary_text_for(summary), flush=True)
+
+
+def summary_text_for(summary: pd.DataFrame) -> str:
+    from promptgrid.analysis import summary_text
+
+    return summary_text(summary)
+
+
+def summarize(study: Study) -> str:
+    return summary_text_for(read_table(study.path(layout.table("summary"))))
+
+
+# ---------------------------------------------------------------- figures
+def figure(study: Study, kind: str, backbone: str, out: Path, method=None, metric=None, target=None) -> None:
+    from promptgrid import plots
+
+    cfg = study.cfg
+    families = {name: t.family for name, t in cfg.tasks.items()}
+    table = lambda name: read_table(study.path(layout.table(name)))  # noqa: E731
+    variants = layout.figure_variants(cfg, kind)
+    for v in variants:
+        if kind == "gain_heatmap":
+            fig = plots.gain_heatmap(table("transfer"), families, backbone, v)
+        elif kind == "relative_performance":
+            fig = plots.relative_performance_heatmap(table("transfer"), families, backbone)
+        elif kind == "similarity_heatmap":
+            fig = plots.similarity_heatmap(table("similarity"), families, backbone, v)
+        elif kind == "metric_scatter":
+            method_, metric_ = v.split("_", 1)
+            fig = plots.metric_scatter(table("similarity"), table("transfer"), backbone, metric_, method_)
+        elif kind == "correlation_bars":
+            fig = plots.correlation_bars(table("correlation"), backbone, v)
+        elif kind == "topk_curves":
+            fig = plots.topk_curves(table("retrieval"), backbone, v)
+        elif kind == "learning_curves":
+            fig = plots.learning_curves(table("curves"), backbone, v)
+        elif kind == "method_bars":
+            fig = plots.method_bars(table("transfer"), None, backbone)
+        else:
+            raise ValueError(f"unknown figure kind {kind!r}")
+        stem = f"{out}_{v}" if v is not None else str(out)  # the rule's outputs: layout.figure_variants
+        plots.save_figure(fig, f"{stem}.png", f"{stem}.pdf")
+        print(f"[figure] {stem}.png/.pdf", flush=True)

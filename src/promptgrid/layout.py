@@ -74,3 +74,30 @@ def figure(name: str, ext: str) -> str:
 
 def log(name: str) -> str:
     return f"logs/{name}.log"
+
+
+FIGURE_KINDS = ("gain_heatmap", "relative_performance", "similarity_heatmap", "metric_scatter", "correlation_bars",
+                "topk_curves", "learning_curves", "method_bars")
+# spot_topk mixes several sources, so it has no per-source rows to correlate with a metric
+METHODS_WITH_PER_SOURCE_ROWS = ("zeroshot", "vanilla", "panda")
+
+
+def figure_variants(cfg, kind: str) -> list:
+    """The variants a figure job draws (None: a single unsuffixed figure). Rules and jobs share this list."""
+    methods = list(cfg.transfer.methods)
+    per_source = [m for m in methods if m in METHODS_WITH_PER_SOURCE_ROWS]
+    prompt_metrics = [m for m in cfg.metrics.names if m not in ("on", "panda")]
+    return {
+        "gain_heatmap": methods,
+        "relative_performance": [None] if "zeroshot" in methods else [],
+        "similarity_heatmap": list(cfg.metrics.names) + [f"early_{m}" for m in prompt_metrics],
+        "metric_scatter": [f"{m}_{metric}" for m in per_source for metric in cfg.metrics.names],
+        "correlation_bars": per_source,
+        "topk_curves": per_source,
+        "learning_curves": list(cfg.targets),
+        "method_bars": [None],
+    }[kind]
+
+
+def figure_files(cfg, backbone: str, kind: str, ext: str) -> list:
+    return [f"figures/{backbone}/{kind}{'' if v is None else '_' + v}.{ext}" for v in figure_variants(cfg, kind)]

@@ -424,8 +424,15 @@ def normalise(raw, task: TaskConfig, source: str) -> pd.DataFrame:
     blank = np.array([not t.strip() for t in text])
     if blank.any():
         i = int(np.flatnonzero(blank)[0])
-        raise DataError(f"{source} row {rows[i]} (id {ids[i]!r}): empty text in {task.text_fields} "
-                        f"({int(blank.sum())} such rows)")
+        where = f"{source} row {rows[i]} (id {ids[i]!r}): empty text in {task.text_fields} ({int(blank.sum())} such rows)"
+        if task.empty_text == "error" or blank.all():
+            raise DataError(where)
+        # real data sets hold the odd blank example (BIG-bench reviews_sentence_en has one); dropping it is
+        # what a researcher wants, said once in the job log
+        print(f"warning: dropping {int(blank.sum())} rows with empty text; first: {where}", file=sys.stderr)
+        keep = ~blank
+        df, ids, rows = df[keep].reset_index(drop=True), ids[keep].reset_index(drop=True), rows[keep]
+        text = [t for t, k in zip(text, keep) if k]
 
     keys = [_as_key(v) for v in df[label_field]]
     order = {k: j for j, k in enumerate(task.labels)}

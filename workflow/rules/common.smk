@@ -121,21 +121,18 @@ def collect_inputs():
     return parts
 
 
-ALL_METRIC_NAMES = list(CFG.metrics.names) + [f"early_{m}" for m in PROMPT_METRICS]
+def figure_outputs_of(kind, ext, **report_kwargs):
+    """Output paths of one figure rule, with {backbone} left as a wildcard; PNGs go into the report."""
+    paths = [R(p) for p in layout.figure_files(CFG, "{backbone}", kind, ext)]
+    if report_kwargs:
+        paths = [report(p, subcategory="{backbone}", **report_kwargs) for p in paths]
+    return paths
 
 
 def figure_outputs():
     """Every figure of the study, PNG and PDF."""
-    per_backbone = [f"gain_heatmap_{m}" for m in METHODS]
-    per_backbone += [f"similarity_heatmap_{m}" for m in ALL_METRIC_NAMES]
-    per_backbone += [f"metric_scatter_{m}" for m in METHODS]
-    per_backbone += [f"correlation_bars_{m}" for m in METHODS]
-    per_backbone += [f"topk_curves_{m}" for m in METHODS]
-    per_backbone += [f"learning_curves_{t}" for t in CFG.targets]
-    per_backbone.append("method_bars")
-    if "zeroshot" in METHODS:
-        per_backbone.append("relative_performance")
-    return [R(f"figures/{b}/{name}.{ext}") for b in BACKBONES for name in per_backbone for ext in ("png", "pdf")]
+    return [R(p) for b in BACKBONES for kind in layout.FIGURE_KINDS if layout.figure_variants(CFG, kind)
+            for ext in ("png", "pdf") for p in layout.figure_files(CFG, b, kind, ext)]
 
 
 def final_outputs():
