@@ -98,6 +98,9 @@ MpiDefault=none
 SwitchType=switch/none
 SchedulerType=sched/backfill
 ReturnToService=2
+# reject at submission what can never run here (e.g. more CPUs than the node has) instead of
+# leaving it PENDING (Reason=PartitionConfig) forever while Snakemake waits
+EnforcePartLimits=ALL
 # scancel: SIGKILL 5 s after SIGTERM (default 30 s) keeps the cancel-and-retry test short
 KillWait=5
 # finished jobs stay visible to "squeue --states=all" (the status source without slurmdbd)

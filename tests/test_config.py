@@ -17,7 +17,7 @@ def test_default_config_loads(raw):
     assert cfg.backbones["minilm"].kind == "encoder"
     assert len(cfg.sources) == 6 and len(cfg.targets) == 3
     # task_defaults reach every task
-    assert all(t.max_dev == 100 for t in cfg.tasks.values())
+    assert all(t.max_dev == 50 for t in cfg.tasks.values())
     assert cfg.trained_tasks[:6] == cfg.sources
 
 

@@ -131,6 +131,9 @@ def _cache_gguf_conversion(model, tokenizer, folder: Path) -> None:
     try:
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config  # save_pretrained refuses GGUF-quantised configs
+        # transformers dequantises GGUF weights on load, but keeps its GGUF quantizer on the model, and
+        # save_pretrained refuses any model whose quantizer is not serializable (transformers 5.x)
+        model.hf_quantizer = None
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         try:

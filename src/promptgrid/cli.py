@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("check", help="validate a study config and print its grid")
     sp.add_argument("config")
+    sub.add_parser("fetch-bigbench", help="download the BIG-bench source archive into the cache, once")
     verb("prepare", "normalise and split one task", "task")
     verb("train", "train a task's own prompt for every seed", "backbone", "task")
     verb("zeroshot", "evaluate every source prompt on a target", "backbone", "target")
@@ -51,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--metric", default=None)
     sp.add_argument("--target", default=None)
     verb("summarize", "print which metric predicts gains best")
+    verb("cross-model", "train one cross-model projector and evaluate it on the held-out tasks", "projector",
+         "objective")
+    verb("cross-model-table", "gather the cross-model parts into tables/cross_model.parquet")
+    sp = verb("cross-model-figure", "draw the cross-model gain bars")
+    sp.add_argument("--out", required=True, help="output prefix; .png and .pdf are written")
     sp = verb("export-peft", "export a prompt as a PEFT PromptTuning adapter folder", "backbone", "prompt", "out")
     sp = verb("import-peft", "import a PEFT PromptTuning adapter as a task prompt", "backbone", "adapter", "out")
     return p
@@ -74,6 +80,13 @@ def main(argv=None) -> int:
 def dispatch(args) -> int:
     from promptgrid import jobs
 
+    if args.verb == "fetch-bigbench":
+        from promptgrid.config import default_cache_dir
+        from promptgrid.tasks import bigbench_archive
+
+        path = bigbench_archive(default_cache_dir())
+        print(f"BIG-bench archive: {path} ({path.stat().st_size / 1e6:.0f} MB)")
+        return 0
     if args.verb == "check":
         from promptgrid.config import load_config
 
@@ -104,6 +117,15 @@ def dispatch(args) -> int:
     elif args.verb == "figure":
         jobs.figure(study, args.kind, args.backbone, Path(args.out), method=args.method, metric=args.metric,
                     target=args.target)
+    elif args.verb.startswith("cross-model"):
+        from promptgrid import jobs_crossmodel
+
+        if args.verb == "cross-model":
+            jobs_crossmodel.cross_model(study, args.projector, args.objective)
+        elif args.verb == "cross-model-table":
+            jobs_crossmodel.cross_model_table(study)
+        else:
+            jobs_crossmodel.cross_model_figure(study, Path(args.out))
     elif args.verb == "summarize":
         print(jobs.summarize(study))
     elif args.verb == "export-peft":

@@ -138,8 +138,11 @@ class TrainingConfig:
     early_step: int = field(default=20, metadata={"help": "step whose prompt is kept as the SPoT early task embedding"})
     eval_batch_size: int = field(default=64)
     fast_matmul: bool = field(default=True, metadata={"help": "use oneDNN fp32 kernels on CPU (eager attention)"})
+    precision: str = field(default="fp32", metadata={"help": "fp32 | bf16 (autocast of the frozen model's matmuls)"})
 
     def __post_init__(self):
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError("precision", f"must be fp32 or bf16, got {self.precision!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError("optimizer", f"unknown optimizer {self.optimizer!r}; choose one of {list(OPTIMIZERS)}")
         if self.lr <= 0:
@@ -205,6 +208,30 @@ class MetricsConfig:
 
 
 @dataclass
+class CrossModelConfig:
+    """Su et al.'s cross-model transfer: project backbone A's prompts into backbone B."""
+
+    source_backbone: str = field(metadata={"help": "backbone A, whose prompts are projected"})
+    target_backbone: str = field(metadata={"help": "backbone B, which the projected prompts are used on"})
+    held_out: list = field(metadata={"help": "tasks kept out of projector training and evaluated"})
+    projectors: list = field(default_factory=lambda: ["linear", "mlp"], metadata={"help": "linear | mlp (Su et al. two-layer)"})
+    objectives: list = field(default_factory=lambda: ["distance", "task"], metadata={"help": "distance | task"})
+    hidden: int = field(default=768, metadata={"help": "hidden width of the two-layer projector"})
+    steps: int = field(default=200)
+    lr: float = field(default=1e-3)
+
+    def __post_init__(self):
+        for i, p in enumerate(self.projectors):
+            if p not in ("linear", "mlp"):
+                raise ConfigError(f"projectors[{i}]", f"unknown projector {p!r}; choose linear or mlp")
+        for i, o in enumerate(self.objectives):
+            if o not in ("distance", "task"):
+                raise ConfigError(f"objectives[{i}]", f"unknown objective {o!r}; choose distance or task")
+        if not self.held_out:
+            raise ConfigError("held_out", "hold at least one task out of projector training")
+
+
+@dataclass
 class AnalysisConfig:
     bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples for CIs"})
     permutations: int = field(default=1000, metadata={"help": "permutations for p-values"})
@@ -228,6 +255,7 @@ class StudyConfig:
     results_dir: str = "results"
     cache_dir: Optional[str] = None
     task_defaults: dict = field(default_factory=dict, metadata={"help": "keys applied to every task unless it sets them"})
+    cross_model: Optional[CrossModelConfig] = None
 
     def __post_init__(self):
         if not self.study or not all(c.isalnum() or c in "-_." for c in self.study):
@@ -245,6 +273,14 @@ class StudyConfig:
                 raise ConfigError(role, "lists a task twice")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError("seeds", "list at least one seed, each once")
+        if self.cross_model is not None:
+            for key in ("source_backbone", "target_backbone"):
+                if getattr(self.cross_model, key) not in self.backbones:
+                    raise ConfigError(f"cross_model.{key}", f"backbone {getattr(self.cross_model, key)!r} is not "
+                                                            f"defined under 'backbones'")
+            for i, t in enumerate(self.cross_model.held_out):
+                if t not in self.trained_tasks:
+                    raise ConfigError(f"cross_model.held_out[{i}]", f"task {t!r} is neither a source nor a target")
 
     # ---- derived views -------------------------------------------------
     @property
@@ -260,7 +296,7 @@ class StudyConfig:
     def cache_path(self) -> Path:
         if self.cache_dir:
             return Path(os.path.expanduser(self.cache_dir))
-        return Path(os.environ.get("PROMPTGRID_CACHE", Path.home() / ".cache" / "promptgrid"))
+        return default_cache_dir()
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -268,7 +304,12 @@ class StudyConfig:
     def section_hash(self, *keys: str, task: Optional[str] = None, backbone: Optional[str] = None) -> str:
         """Short hash of the config parts a job depends on, so a change reruns only those jobs."""
         d = self.to_dict()
-        parts = {k: d[k] for k in keys}
+        parts = {}
+        for k in keys:  # "metrics.panda_examples" picks one value out of a section
+            value = d
+            for part in k.split("."):
+                value = value[part]
+            parts[k] = value
         if task is not None:
             parts["task"] = d["tasks"][task]
         if backbone is not None:
@@ -278,6 +319,11 @@ class StudyConfig:
     @classmethod
     def from_dict(cls, raw: dict) -> "StudyConfig":
         return _build(cls, raw, "")
+
+
+def default_cache_dir() -> Path:
+    """Downloads and converted models live here, outside results/: $PROMPTGRID_CACHE or ~/.cache/promptgrid."""
+    return Path(os.environ.get("PROMPTGRID_CACHE", Path.home() / ".cache" / "promptgrid"))
 
 
 def stable_hash(obj: Any) -> str:
@@ -315,7 +361,8 @@ def _check_scalar(value, tp, key):
 
 
 _NESTED = {"prompt": PromptConfig, "training": TrainingConfig, "transfer": TransferConfig,
-           "metrics": MetricsConfig, "analysis": AnalysisConfig, "panda": PandaConfig, "spot_topk": SpotConfig}
+           "metrics": MetricsConfig, "analysis": AnalysisConfig, "panda": PandaConfig, "spot_topk": SpotConfig,
+           "cross_model": CrossModelConfig}
 
 
 def _build(cls, raw, prefix: str):
@@ -342,7 +389,7 @@ def _build(cls, raw, prefix: str):
             continue
         value = raw[name]
         if name in _NESTED and cls in (StudyConfig, TransferConfig):
-            kwargs[name] = _build(_NESTED[name], value or {}, key + ".")
+            kwargs[name] = None if value is None and name == "cross_model" else _build(_NESTED[name], value or {}, key + ".")
             continue
         if cls is StudyConfig and name in ("backbones", "tasks"):
             item_cls = BackboneConfig if name == "backbones" else TaskConfig

@@ -140,7 +140,7 @@ def train(study: Study, backbone: str, task: str) -> None:
                          checkpoint=study.path(layout.checkpoint("train", backbone, task)), checkpoint_key=h,
                          label=f"train {backbone}/{task}")
     scores = score_bank(bb, head, torch.stack([r.best_prompt for r in results]), test, cfg.tasks[task].metric,
-                        cfg.training.eval_batch_size)
+                        cfg.training.eval_batch_size, cfg.training.precision)
     for seed, r in zip(cfg.seeds, results):
         meta = study.meta(h, seed=seed, backbone=backbone, task=task, step=r.best_step, role="task",
                           dev_score=r.best_dev)
@@ -176,7 +176,7 @@ def zeroshot(study: Study, backbone: str, target: str) -> None:
     prompts = _source_prompts(study, backbone)
     t0 = time.time()
     scores = zeroshot_scores(lambda p: score_bank(bb, head, p, test, cfg.tasks[target].metric,
-                                                  cfg.training.eval_batch_size), prompts)
+                                                  cfg.training.eval_batch_size, cfg.training.precision), prompts)
     df = pd.DataFrame([{"backbone": backbone, "source": s, "target": target, "method": "zeroshot", "seed": seed,
                         "score": v} for (s, seed), v in scores.items()])
     h = study.config_hash("prompt", "training", "seeds", "sources", task=target, backbone=backbone)
@@ -243,7 +243,7 @@ def transfer(study: Study, backbone: str, target: str, method: str) -> None:
                          checkpoint=study.path(layout.checkpoint(method, backbone, target)), checkpoint_key=h,
                          label=f"{method} {backbone}/->{target}")
     scores = score_bank(bb, head, torch.stack([r.best_prompt for r in results]), test, cfg.tasks[target].metric,
-                        cfg.training.eval_batch_size)
+                        cfg.training.eval_batch_size, cfg.training.precision)
     for (src, seed), r in zip(pairs, results):
         save_prompt(study.path(layout.transfer_prompt(backbone, method, target, src, seed)), r.best_prompt,
                     study.meta(h, seed=seed, backbone=backbone, task=target, source=src, method=method,
@@ -352,21 +352,21 @@ def on_metric(study: Study, backbone: str) -> None:
 
 
 @torch.inference_mode()
-def _task_vectors(bb, prompts: torch.Tensor, data, batch_size: int) -> torch.Tensor:
+def _task_vectors(bb, prompts: torch.Tensor, data, batch_size: int, precision: str = "fp32") -> torch.Tensor:
     """PANDA task vectors (K, h): mean pooled output of each of K prompts over the examples."""
     from promptgrid.metrics import panda_task_vector
+    from promptgrid.training import autocast
 
     K = prompts.shape[0]
-    sums = None
     chunk = max(1, batch_size // K)
     pooled_all = [[] for _ in range(K)]
     for start in range(0, len(data), chunk):
         ids = data.ids[start: start + chunk]
         index = torch.arange(K).repeat_interleave(len(ids))
-        pooled = bb.pooled(prompts[index], bb.collate(ids * K)).float().view(K, len(ids), -1)
+        with autocast(bb, precision):
+            pooled = bb.pooled(prompts[index], bb.collate(ids * K)).float().view(K, len(ids), -1)
         for k in range(K):
             pooled_all[k].append(pooled[k])
-    del sums
     return torch.stack([panda_task_vector(torch.cat(p)) for p in pooled_all])
 
 
@@ -380,7 +380,8 @@ def panda_metric(study: Study, backbone: str, target: str) -> None:
     keys = [(s, seed) for s in cfg.sources for seed in cfg.seeds] + [(target, seed) for seed in cfg.seeds]
     keys = list(dict.fromkeys(keys))
     prompts = torch.stack([study.task_prompt(backbone, t, seed) for t, seed in keys])
-    vectors = dict(zip(keys, _task_vectors(bb, prompts, data, cfg.training.eval_batch_size)))
+    vectors = dict(zip(keys, _task_vectors(bb, prompts, data, cfg.training.eval_batch_size,
+                                                     cfg.training.precision)))
     rows = []
     for s in cfg.sources:
         values = [panda_similarity(vectors[(s, ss)], vectors[(target, st)]) for ss in cfg.seeds for st in cfg.seeds]

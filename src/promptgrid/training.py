@@ -70,9 +70,15 @@ def task_score(pred: torch.Tensor, gold: torch.Tensor, metric: str, n_labels: in
     raise ValueError(f"unknown task metric {metric!r}")
 
 
+def autocast(backbone: Backbone, precision: str):
+    """bf16 autocast of the frozen model (2.5x faster forwards on AVX512-BF16 CPUs); prompts stay fp32."""
+    device = next(backbone.model.parameters()).device.type
+    return torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 @torch.inference_mode()
 def predict_bank(backbone: Backbone, head: TaskHead, prompts: torch.Tensor, data: EncodedSplit,
-                 batch_size: int = 64) -> torch.Tensor:
+                 batch_size: int = 64, precision: str = "fp32") -> torch.Tensor:
     """Logits of every prompt on every example: prompts (K, L, d) -> (K, N, C).
 
     Examples are sorted by length so each padded batch wastes little; every batch holds all K
@@ -87,14 +93,16 @@ def predict_bank(backbone: Backbone, head: TaskHead, prompts: torch.Tensor, data
         rows = [data.ids[i] for i in idx] * K
         prompt_index = torch.arange(K).repeat_interleave(len(idx))
         batch = backbone.collate(rows)
-        logits = backbone.logits(prompts[prompt_index], batch, head).float()
+        with autocast(backbone, precision):
+            logits = backbone.logits(prompts[prompt_index], batch, head).float()
         out[:, idx, :] = logits.view(K, len(idx), -1)
     return out
 
 
-def score_bank(backbone, head, prompts, data: EncodedSplit, metric: str, batch_size: int = 64) -> list:
+def score_bank(backbone, head, prompts, data: EncodedSplit, metric: str, batch_size: int = 64,
+               precision: str = "fp32") -> list:
     """Task score (0-100) of each of K prompts on ``data``."""
-    logits = predict_bank(backbone, head, prompts, data, batch_size)
+    logits = predict_bank(backbone, head, prompts, data, batch_size, precision)
     return [task_score(logits[k].argmax(-1), data.labels, metric, head.n_labels) for k in range(prompts.shape[0])]
 
 
@@ -186,7 +194,8 @@ def train_runs(backbone: Backbone, head: TaskHead, train: EncodedSplit, dev: Enc
         active = [k for k in range(K) if state["active"][k]]
         if not active:
             return
-        scores = score_bank(backbone, head, bank.prompts.detach()[active], dev, metric, cfg.eval_batch_size)
+        scores = score_bank(backbone, head, bank.prompts.detach()[active], dev, metric, cfg.eval_batch_size,
+                            cfg.precision)
         for k, s in zip(active, scores):
             state["curves"][k].append({"step": step, "dev_score": s, "train_loss": losses[k]})
             if s > state["best_dev"][k]:
@@ -223,11 +232,12 @@ def train_runs(backbone: Backbone, head: TaskHead, train: EncodedSplit, dev: Enc
         prompt_index = torch.tensor(prompt_index)
         gold = torch.cat(gold)
         batch = backbone.collate(rows)
-        logits = backbone.logits(bank(prompt_index), batch, head)
+        with autocast(backbone, cfg.precision):
+            logits = backbone.logits(bank(prompt_index), batch, head).float()
         per_example = F.cross_entropy(logits, gold, reduction="none")
         if teachers is not None:
-            with torch.no_grad():
-                teacher_logits = backbone.logits(teachers[prompt_index], batch, head)
+            with torch.no_grad(), autocast(backbone, cfg.precision):
+                teacher_logits = backbone.logits(teachers[prompt_index], batch, head).float()
             per_example = per_example + betas[prompt_index] * kd_loss(logits, teacher_logits, kd)
         # mean within each run, summed over runs: each run's gradient is what it would get alone
         loss = per_example.view(len(active), -1).mean(1)

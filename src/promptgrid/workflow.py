@@ -57,7 +57,7 @@ def check_study_dir(cfg: StudyConfig, config_files: list) -> None:
 def write_resolved_config(cfg: StudyConfig) -> str:
     """Write the validated config (defaults filled in) where every job reads it; rewrite only on change."""
     path = cfg.study_dir / "config.json"
-    text = json.dumps(cfg.to_dict(), indent=1, sort_keys=True)
+    text = json.dumps(cfg.to_dict(), indent=1)  # key order is meaningful: labels are listed in class order
     if not path.exists() or path.read_text() != text:
         atomic_write_text(path, text)
     return str(path)

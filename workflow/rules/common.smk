@@ -53,6 +53,11 @@ def stage_hash(*sections, task=None, backbone=None):
     return CFG.section_hash(*sections, task=task, backbone=backbone)
 
 
+def method_sections(method):
+    """The transfer settings a method reads (vanilla reads none)."""
+    return {"spot_topk": ["transfer.spot_topk"], "panda": ["transfer.panda"]}.get(method, [])
+
+
 def task_data(task):
     return [R(layout.data(task, s)) for s in layout.SPLITS]
 
@@ -137,4 +142,14 @@ def figure_outputs():
 
 def final_outputs():
     tables = [R(layout.table(t)) for t in layout.TABLES]
-    return tables + figure_outputs()
+    cross = []
+    if CROSS is not None:
+        from promptgrid import jobs_crossmodel
+
+        cross = [R(jobs_crossmodel.table_file())] + [R(f) for f in jobs_crossmodel.figure_files()]
+    return tables + figure_outputs() + cross
+
+
+# Cross-model transfer (Su et al. projectors) is wired in workflow/rules/crossmodel.smk when the
+# config has a cross_model section.
+CROSS = CFG.cross_model

@@ -5,8 +5,7 @@ rule prompt_metrics:
         R("parts/{backbone}/similarity/prompt.parquet"),
     params:
         config=CONFIG_JSON,
-        cfg_hash=lambda w: stage_hash("prompt", "training", "seeds", "sources", "targets", "metrics",
-                                      backbone=w.backbone),
+        cfg_hash=lambda w: stage_hash("sources", "targets", "metrics.names", backbone=w.backbone),
     log:
         R("logs/metrics/{backbone}/prompt.log"),
     conda:
@@ -23,7 +22,7 @@ rule on_metric:
         R("parts/{backbone}/similarity/on.parquet"),
     params:
         config=CONFIG_JSON,
-        cfg_hash=lambda w: stage_hash("prompt", "training", "seeds", "sources", "targets", "metrics",
+        cfg_hash=lambda w: stage_hash("sources", "targets", "metrics.names", "metrics.on_window",
                                       backbone=w.backbone),
     threads: 2
     log:
@@ -42,7 +41,7 @@ rule panda_metric:
         R("parts/{backbone}/similarity/panda/{target}.parquet"),
     params:
         config=CONFIG_JSON,
-        cfg_hash=lambda w: stage_hash("prompt", "training", "seeds", "sources", "metrics", task=w.target,
+        cfg_hash=lambda w: stage_hash("sources", "metrics.panda_examples", "training.precision", task=w.target,
                                       backbone=w.backbone),
     threads: 2
     log:

@@ -27,8 +27,8 @@ rule transfer:
         curves=R("parts/{backbone}/{method}/{target}.curves.parquet"),
     params:
         config=CONFIG_JSON,
-        cfg_hash=lambda w: stage_hash("prompt", "training", "seeds", "sources", "transfer", task=w.target,
-                                      backbone=w.backbone),
+        cfg_hash=lambda w: stage_hash("prompt", "training", "seeds", "sources", *method_sections(w.method),
+                                      task=w.target, backbone=w.backbone),
     threads: 2
     resources:
         mem_mb=6000,

@@ -1,0 +1,296 @@
+"""Pipeline verbs of Su et al.'s cross-model transfer: project backbone A's prompts into backbone B.
+
+For a study with a ``cross_model`` section (source backbone A, target backbone B, held-out tasks):
+
+- :func:`cross_model` (one job per projector x objective) trains a projector on the prompts of every
+  trained task that is not held out (A and B prompts, all seeds), then, for each held-out task and
+  seed, scores ``g(P_a)`` on B's test split unchanged (mode ``zeroshot``) and as the initial prompt of
+  a prompt-tuning run on B with the study's training config (mode ``init``). Both are compared with
+  B's own prompt of that task and seed (``parts/<B>/train/<task>.runs.parquet``): gain = score - baseline.
+  The init run uses the same data seed as B's baseline run, so the two differ only in their
+  initial prompt (see :mod:`promptgrid.training`).
+- :func:`cross_model_table` gathers the parts into ``tables/cross_model.parquet``;
+- :func:`cross_model_figure` draws ``figures/cross_model.png/.pdf``.
+
+Paths live here (not in :mod:`promptgrid.layout`) so ``workflow/rules/crossmodel.smk`` and the verbs
+share them. Projectors are seeded with the study's first seed: one projector per (projector,
+objective) is trained from all seeds' prompts, and its init/zero-shot runs are per seed.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from promptgrid import layout
+from promptgrid.config import ConfigError, StudyConfig
+from promptgrid.io import load_prompt, read_table, save_prompt, write_table
+from promptgrid.jobs import Study
+
+MODES = ("zeroshot", "init")
+TABLE = "cross_model"
+COLUMNS = ["backbone_a", "backbone_b", "projector", "objective", "task", "seed", "mode", "score", "baseline_score",
+           "gain"]
+CURVE_COLUMNS = ["backbone_a", "backbone_b", "projector", "objective", "task", "seed", "step", "dev_score",
+                 "train_loss"]
+
+
+# ---------------------------------------------------------------- paths (relative to results/<study>/)
+def _pair(cfg: StudyConfig) -> str:
+    return f"{cfg.cross_model.source_backbone}_to_{cfg.cross_model.target_backbone}"
+
+
+def part(cfg: StudyConfig, projector: str, objective: str) -> str:
+    return f"parts/crossmodel/{_pair(cfg)}/{projector}_{objective}.parquet"
+
+
+def curves_part(cfg: StudyConfig, projector: str, objective: str) -> str:
+    return f"parts/crossmodel/{_pair(cfg)}/{projector}_{objective}.curves.parquet"
+
+
+def projector_file(cfg: StudyConfig, projector: str, objective: str) -> str:
+    return f"projectors/{_pair(cfg)}/{projector}_{objective}.safetensors"
+
+
+def projected_prompt(cfg: StudyConfig, projector: str, objective: str, mode: str, task: str, seed) -> str:
+    """mode zeroshot: g(P_a) itself; mode init: the prompt tuned on B from g(P_a)."""
+    b = cfg.cross_model.target_backbone
+    return f"prompts/{b}/crossmodel/{_pair(cfg)}/{projector}_{objective}/{mode}/{task}/seed{seed}.safetensors"
+
+
+def job_outputs(cfg: StudyConfig, projector: str, objective: str) -> list:
+    """Every file one :func:`cross_model` job writes."""
+    return ([part(cfg, projector, objective), curves_part(cfg, projector, objective),
+             projector_file(cfg, projector, objective)]
+            + [projected_prompt(cfg, projector, objective, m, t, s) for m in MODES
+               for t in cfg.cross_model.held_out for s in cfg.seeds])
+
+
+def table_file() -> str:
+    return layout.table(TABLE)
+
+
+def figure_files() -> list:
+    return [layout.figure(TABLE, ext) for ext in ("png", "pdf")]
+
+
+# ---------------------------------------------------------------- config views
+def check_cross_model(cfg: StudyConfig) -> None:
+    """What the config dataclass cannot check on its own: a projector needs tasks to learn from."""
+    cm = cfg.cross_model
+    if cm is None:
+        raise ConfigError("cross_model", "this study has no cross_model section")
+    if not projector_tasks(cfg):
+        raise ConfigError("cross_model.held_out", f"holds out every trained task ({cfg.trained_tasks}); "
+                                                  f"the projector needs at least one task to train on")
+    if cm.source_backbone == cm.target_backbone:
+        raise ConfigError("cross_model.target_backbone", "must differ from source_backbone")
+
+
+def projector_tasks(cfg: StudyConfig) -> list:
+    """Trained tasks the projector learns from: every task with a prompt on both models, less the held-out ones."""
+    return [t for t in cfg.trained_tasks if t not in cfg.cross_model.held_out]
+
+
+def job_hash(study: Study, projector: str, objective: str) -> str:
+    cm = study.cfg.cross_model
+    tasks = list(dict.fromkeys(projector_tasks(study.cfg) + list(cm.held_out)))
+    return study.config_hash("prompt", "training", "seeds", "cross_model",
+                             f"backbones.{cm.source_backbone}", f"backbones.{cm.target_backbone}",
+                             *[f"tasks.{t}" for t in tasks]) + f"-{projector}-{objective}"
+
+
+# ---------------------------------------------------------------- verbs
+def _prompts(study: Study, backbone: str, tasks, seeds) -> torch.Tensor:
+    """Task prompts of ``backbone`` stacked task-major: (len(tasks) * len(seeds), L, d).
+
+    Read straight from the files, so backbone A never has to be loaded; widths must agree.
+    """
+    out = []
+    for t in tasks:
+        for s in seeds:
+            p, _ = load_prompt(study.path(layout.task_prompt(backbone, t, s)), expect_length=study.cfg.prompt.length)
+            if out and p.shape != out[0].shape:
+                raise ValueError(f"prompt {study.path(layout.task_prompt(backbone, t, s))} has shape "
+                                 f"{tuple(p.shape)}, other {backbone} prompts {tuple(out[0].shape)}")
+            out.append(p)
+    return torch.stack(out)
+
+
+def _baseline_scores(study: Study, backbone: str, task: str) -> dict:
+    path = study.path(layout.train_runs(backbone, task))
+    df = read_table(path)
+    scores = dict(zip(df["seed"].astype(int), df["score"].astype(float)))
+    missing = [s for s in study.cfg.seeds if s not in scores]
+    if missing:
+        raise ValueError(f"{path} has no baseline run for seed(s) {missing}")
+    return scores
+
+
+def _out_scale(bb) -> float:
+    """Typical per-row standard deviation of B's input embeddings (initial LayerNorm gain of the MLP projector)."""
+    with torch.no_grad():
+        return float(bb.embed_layer.weight.float().std(dim=1).mean())
+
+
+def cross_model(study: Study, projector: str, objective: str) -> None:
+    """Train one projector (``projector`` x ``objective``) and evaluate it on every held-out task."""
+    from safetensors.torch import save_file
+
+    from promptgrid.io import atomic_path
+    from promptgrid.projector import ProjectionTask, make_projector, project, train_distance, train_task
+    from promptgrid.training import RunSpec, score_bank, train_runs
+
+    cfg = study.cfg
+    check_cross_model(cfg)
+    cm = cfg.cross_model
+    if projector not in cm.projectors:
+        raise ValueError(f"projector {projector!r} is not in cross_model.projectors {cm.projectors}")
+    if objective not in cm.objectives:
+        raise ValueError(f"objective {objective!r} is not in cross_model.objectives {cm.objectives}")
+    a, b = cm.source_backbone, cm.target_backbone
+    seeds, L = list(cfg.seeds), cfg.prompt.length
+    train_tasks = projector_tasks(cfg)
+    h = job_hash(study, projector, objective)
+    label = f"cross-model {a}->{b} {projector}/{objective}"
+    t0 = time.time()
+
+    bb = study.backbone(b)
+    prompts_a = _prompts(study, a, train_tasks, seeds)  # (T*S, L, d_a)
+    d_a, d_b = prompts_a.shape[-1], bb.embed_dim
+    g = make_projector(projector, L, d_a, d_b, hidden=cm.hidden, seed=seeds[0], out_scale=_out_scale(bb))
+    if objective == "distance":
+        prompts_b = _prompts(study, b, train_tasks, seeds)
+        if prompts_b.shape[-1] != d_b:
+            raise ValueError(f"{b} prompts are {prompts_b.shape[-1]} wide; backbone {b} embeds in {d_b}")
+        losses = train_distance(g, prompts_a, prompts_b, cm.steps, cm.lr, seeds[0], label=label)
+    else:
+        tasks = {t: ProjectionTask(study.head(b, t), study.encoded(b, t, "train")) for t in train_tasks}
+        by_task = {t: prompts_a[i * len(seeds):(i + 1) * len(seeds)] for i, t in enumerate(train_tasks)}
+        losses = train_task(g, bb, tasks, by_task, cm.steps, cm.lr, seeds[0], batch_size=cfg.training.batch_size,
+                            precision=cfg.training.precision, label=label)
+    t_fit = time.time() - t0
+    with atomic_path(study.path(projector_file(cfg, projector, objective))) as tmp:
+        save_file({k: v.detach().contiguous() for k, v in g.state_dict().items()}, str(tmp),
+                  metadata={"projector": projector, "objective": objective, "source_backbone": a,
+                            "target_backbone": b, "train_tasks": json.dumps(train_tasks), "seeds": json.dumps(seeds),
+                            "first_loss": f"{losses[0]:.6g}", "last_loss": f"{losses[-1]:.6g}", "config_hash": h})
+
+    rows, curves = [], []
+    for task in cm.held_out:
+        metric = cfg.tasks[task].metric
+        head = study.head(b, task)
+        tr, dev, test = (study.encoded(b, task, s) for s in ("train", "dev", "test"))
+        baseline = _baseline_scores(study, b, task)
+        projected = project(g, _prompts(study, a, [task], seeds))  # (S, L, d_b)
+        zs = score_bank(bb, head, projected, test, metric, cfg.training.eval_batch_size, cfg.training.precision)
+        runs = [RunSpec(f"seed{s}", s, projected[k]) for k, s in enumerate(seeds)]
+        results = train_runs(bb, head, tr, dev, runs, cfg.training, metric,
+                             checkpoint=study.path(layout.checkpoint(f"crossmodel_{projector}_{objective}", b, task)),
+                             checkpoint_key=h, label=f"{label} init ->{task}")
+        tuned = score_bank(bb, head, torch.stack([r.best_prompt for r in results]), test, metric,
+                           cfg.training.eval_batch_size, cfg.training.precision)
+        for k, s in enumerate(seeds):
+            meta = study.meta(h, seed=s, backbone=b, task=task, source_backbone=a, projector=projector,
+                              objective=objective)
+            save_prompt(study.path(projected_prompt(cfg, projector, objective, "zeroshot", task, s)), projected[k],
+                        {**meta, "mode": "zeroshot"})
+            save_prompt(study.path(projected_prompt(cfg, projector, objective, "init", task, s)),
+                        results[k].best_prompt, {**meta, "mode": "init", "step": results[k].best_step})
+            for mode, score in (("zeroshot", zs[k]), ("init", tuned[k])):
+                rows.append({"backbone_a": a, "backbone_b": b, "projector": projector, "objective": objective,
+                             "task": task, "seed": s, "mode": mode, "score": score, "baseline_score": baseline[s],
+                             "gain": score - baseline[s]})
+            curves += [{"backbone_a": a, "backbone_b": b, "projector": projector, "objective": objective,
+                        "task": task, "seed": s, **point} for point in results[k].curve]
+        study.path(layout.checkpoint(f"crossmodel_{projector}_{objective}", b, task)).unlink(missing_ok=True)
+        print(f"[cross-model] {projector}/{objective} {a}->{b} {task}: zero-shot "
+              + ", ".join(f"seed{s}={v:.1f}" for s, v in zip(seeds, zs)) + "; init "
+              + ", ".join(f"seed{s}={v:.1f}" for s, v in zip(seeds, tuned)) + "; baseline "
+              + ", ".join(f"seed{s}={baseline[s]:.1f}" for s in seeds), flush=True)
+    meta = study.meta(h, seed=seeds, backbone=b, source_backbone=a, projector=projector, objective=objective,
+                      projector_train_tasks=train_tasks, projector_first_loss=losses[0],
+                      projector_last_loss=losses[-1], projector_fit_seconds=round(t_fit, 1))
+    write_table(pd.DataFrame(rows, columns=COLUMNS), study.path(part(cfg, projector, objective)), meta)
+    write_table(pd.DataFrame(curves, columns=CURVE_COLUMNS)[CURVE_COLUMNS],
+                study.path(curves_part(cfg, projector, objective)), meta)
+    print(f"[cross-model] {projector}/{objective}: projector loss {losses[0]:.4g} -> {losses[-1]:.4g} in "
+          f"{t_fit:.1f}s; {len(rows)} rows in {time.time() - t0:.1f}s", flush=True)
+
+
+def cross_model_table(study: Study) -> pd.DataFrame:
+    """Gather every (projector, objective) part into tables/cross_model.parquet."""
+    cfg = study.cfg
+    check_cross_model(cfg)
+    cm = cfg.cross_model
+    frames = [read_table(study.path(part(cfg, p, o))) for p in cm.projectors for o in cm.objectives]
+    df = pd.concat(frames, ignore_index=True)[COLUMNS]
+    df = df.sort_values(["projector", "objective", "task", "mode", "seed"], kind="stable", ignore_index=True)
+    h = study.config_hash("prompt", "training", "seeds", "cross_model", "tasks",
+                          f"backbones.{cm.source_backbone}", f"backbones.{cm.target_backbone}")
+    write_table(df, study.path(table_file()), study.meta(h, seed=cfg.seeds, source_backbone=cm.source_backbone,
+                                                         target_backbone=cm.target_backbone))
+    print(f"[cross-model-table] {len(df)} rows", flush=True)
+    return df
+
+
+def cross_model_bars(table: pd.DataFrame):
+    """Gain over B's own prompt per held-out task: one panel per objective (rows) x projector (columns),
+    bars per mode (zeroshot, init); seed means, error bars ±1 SD over seeds. Returns a Figure."""
+    import numpy as np
+    import seaborn as sns
+
+    from promptgrid import plots
+
+    plots._require(table, COLUMNS, TABLE)
+    if table.empty:
+        raise ValueError(f"{TABLE} table is empty")
+    projectors = list(dict.fromkeys(sorted(table["projector"].unique())))
+    objectives = list(dict.fromkeys(sorted(table["objective"].unique())))
+    tasks = sorted(table["task"].unique())
+    modes = [m for m in MODES if m in set(table["mode"])] + sorted(set(table["mode"]) - set(MODES))
+    palette = dict(zip(modes, sns.color_palette("colorblind", len(modes))))
+    pair = f"{table['backbone_a'].iloc[0]} → {table['backbone_b'].iloc[0]}"
+    lo, hi = min(0.0, table["gain"].min()), max(0.0, table["gain"].max())
+    pad = max(1.0, 0.1 * (hi - lo))
+    with plots.matplotlib.rc_context(plots._STYLE):
+        fig = plots._new_figure(max(4.5, 0.5 + (1.2 + 0.6 * len(tasks)) * len(projectors)),
+                                1.2 + 2.6 * len(objectives))
+        axes = np.atleast_2d(fig.subplots(len(objectives), len(projectors), squeeze=False, sharey=True))
+        for i, obj in enumerate(objectives):
+            for j, proj in enumerate(projectors):
+                ax = axes[i, j]
+                sub = table[(table["objective"] == obj) & (table["projector"] == proj)]
+                if sub.empty:
+                    ax.set_axis_off()
+                    continue
+                sns.barplot(data=sub, x="task", y="gain", hue="mode", order=tasks, hue_order=modes, palette=palette,
+                            errorbar="sd", capsize=0.15, err_kws={"linewidth": 1.0}, ax=ax)
+                ax.axhline(0.0, color="0.3", linewidth=0.8)
+                ax.set_ylim(lo - pad, hi + pad)
+                ax.set_title(f"{proj} projector, {obj} objective", fontsize="medium")
+                ax.set_xlabel("held-out task" if i == len(objectives) - 1 else "")
+                ax.set_ylabel("gain over B's own prompt (points)" if j == 0 else "")
+                legend = ax.get_legend()
+                if legend is not None:
+                    legend.remove()
+        handles, labels = next(((h, l) for h, l in (ax.get_legend_handles_labels() for ax in axes.flat) if h),
+                               ([], []))
+        if handles:
+            fig.legend(handles, labels, title="mode", loc="outside right upper", fontsize="small",
+                       title_fontsize="small")
+        fig.suptitle(plots._wrap(f"Cross-model transfer {pair}: projected prompts vs. B's own prompt "
+                                 f"(seed mean ± SD)", fig, 0.9), fontweight="bold")
+    return fig
+
+
+def cross_model_figure(study: Study, out: Path) -> None:
+    from promptgrid import plots
+
+    check_cross_model(study.cfg)
+    fig = cross_model_bars(read_table(study.path(table_file())))
+    plots.save_figure(fig, f"{out}.png", f"{out}.pdf")
+    print(f"[figure] {out}.png/.pdf", flush=True)

@@ -1,0 +1,168 @@
+"""End to end: the tiny real study (real MiniLM, real BIG-bench) through Snakemake, twice.
+
+Checks the results contract (schemas, every pair present), that the same config and seed give
+identical tables, that outputs carry provenance, and that a config change reruns exactly the jobs
+that read the changed section.
+"""
+import hashlib
+import json
+import subprocess
+
+import pandas as pd
+import pytest
+import yaml
+
+from promptgrid.analysis import CORRELATION_COLUMNS, RETRIEVAL_COLUMNS, TRANSFER_COLUMNS
+from promptgrid.io import load_prompt, read_table_meta
+from test_workflow import job_counts
+
+pytestmark = pytest.mark.slow
+
+
+def run_study(repo, env, config_file, *extra, dry=False):
+    args = ["snakemake", "--configfile", str(config_file), "--cores", "2"]
+    if dry:
+        args += ["-n", "--quiet", "rules"]
+    out = subprocess.run(args + list(extra), cwd=repo, env=env, capture_output=True, text=True, timeout=1200)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    return out.stdout + out.stderr
+
+
+def study_copy(repo, tmp, name):
+    raw = yaml.safe_load((repo / "tests/studies/tiny.yaml").read_text())
+    raw["results_dir"] = str(tmp / "results")
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path, raw
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory, repo_module, env_module):
+    runs = []
+    for name in ("first", "second"):
+        tmp = tmp_path_factory.mktemp(name)
+        path, raw = study_copy(repo_module, tmp, "study")
+        run_study(repo_module, env_module, path)
+        runs.append((path, raw, tmp / "results" / raw["study"]))
+    return runs
+
+
+@pytest.fixture(scope="module")
+def repo_module():
+    from conftest import REPO
+
+    return REPO
+
+
+@pytest.fixture(scope="module")
+def env_module():
+    import os
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def test_tables_follow_the_contract(two_runs):
+    _, raw, out = two_runs[0]
+    sources, targets, seeds = raw["sources"], raw["targets"], raw["seeds"]
+    transfer = pd.read_parquet(out / "tables/transfer.parquet")
+    assert list(transfer.columns) == TRANSFER_COLUMNS
+    for method in ("zeroshot", "vanilla", "panda"):
+        got = transfer[transfer.method == method]
+        pairs = set(zip(got.source, got.target, got.seed))
+        assert pairs == {(s, t, k) for s in sources for t in targets for k in seeds}, method
+    spot = transfer[transfer.method == "spot_topk"]
+    assert set(zip(spot.source, spot.target, spot.seed)) == {("top1", t, k) for t in targets for k in seeds}
+    assert transfer.score.between(0, 100).all() and transfer.baseline_score.between(0, 100).all()
+    assert (transfer.gain - (transfer.score - transfer.baseline_score)).abs().max() < 1e-9
+
+    similarity = pd.read_parquet(out / "tables/similarity.parquet")
+    assert list(similarity.columns) == ["backbone", "source", "target", "metric", "value", "std", "n_pairs"]
+    metrics = set(similarity.metric)
+    for m in ("cos_avg", "token_cos", "c_con", "e_con", "e_ave", "max", "on", "panda", "early_cos_avg", "on_w0"):
+        assert m in metrics, m
+        got = similarity[similarity.metric == m]
+        assert set(zip(got.source, got.target)) == {(s, t) for s in sources for t in targets}
+    assert (similarity.n_pairs == len(seeds) ** 2).all()
+
+    correlation = pd.read_parquet(out / "tables/correlation.parquet")
+    assert list(correlation.columns) == CORRELATION_COLUMNS
+    assert set(correlation.target) == set(targets) | {"pooled"}
+    assert (correlation[correlation.target == "pooled"].n == len(sources) * len(targets)).all()
+    retrieval = pd.read_parquet(out / "tables/retrieval.parquet")
+    assert list(retrieval.columns) == RETRIEVAL_COLUMNS
+    curves = pd.read_parquet(out / "tables/curves.parquet")
+    base = curves[curves.method == "baseline"]
+    assert sorted(base.step.unique().tolist()) == [0, 2, 4]
+    for ext in ("png", "pdf"):
+        assert (out / f"figures/minilm/gain_heatmap_vanilla.{ext}").stat().st_size > 1000
+        assert (out / f"figures/minilm/metric_scatter_vanilla_cos_avg.{ext}").exists()
+
+
+def test_outputs_record_provenance(two_runs):
+    _, raw, out = two_runs[0]
+    meta = read_table_meta(out / "tables/transfer.parquet")
+    for key in ("config_hash", "seed", "promptgrid_version", "git_commit", "packages", "config"):
+        assert key in meta, key
+    assert meta["config"]["study"] == raw["study"] and meta["packages"]["torch"].startswith("2.")
+    _, pmeta = load_prompt(out / "prompts/minilm/task/hotels/seed1.safetensors")
+    assert pmeta["seed"] == 1 and pmeta["task"] == "hotels" and pmeta["backbone_revision"].startswith("pypi:")
+    assert len(pmeta["config_hash"]) == 16 and "git_commit" in pmeta and "step" in pmeta
+
+
+def _content_hash(path):
+    df = pd.read_parquet(path)
+    return hashlib.sha256(pd.util.hash_pandas_object(df, index=False).values.tobytes()).hexdigest()
+
+
+def test_same_config_and_seed_give_identical_tables(two_runs):
+    (_, _, a), (_, _, b) = two_runs
+    for table in ("transfer", "similarity", "curves", "correlation", "retrieval"):
+        assert _content_hash(a / f"tables/{table}.parquet") == _content_hash(b / f"tables/{table}.parquet"), table
+    pa, _ = load_prompt(a / "prompts/minilm/vanilla/medicine/hotels/seed0.safetensors")
+    pb, _ = load_prompt(b / "prompts/minilm/vanilla/medicine/hotels/seed0.safetensors")
+    assert pa.equal(pb)
+
+
+@pytest.mark.parametrize("section, value, expected", [
+    ("analysis", {"bootstrap": 60}, {"correlate", "fig_correlation_bars", "fig_topk_curves", "all"}),
+    ("metrics", {"panda_examples": 6},
+     {"panda_metric", "transfer", "collect", "correlate", "all"}),
+])
+def test_config_change_reruns_exactly_the_affected_jobs(two_runs, repo_module, env_module, section, value, expected):
+    path, raw, _ = two_runs[1]
+    changed = json.loads(json.dumps(raw))
+    changed[section].update(value)
+    path.write_text(yaml.safe_dump(changed, sort_keys=False))
+    try:
+        counts = job_counts(run_study(repo_module, env_module, path, dry=True))
+    finally:
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    ran = {rule for rule in counts if rule != "total"}
+    assert expected <= ran
+    # nothing upstream of the change reruns
+    assert not ran & {"prepare_task", "train_prompt", "zeroshot", "prompt_metrics", "on_metric"}
+    if section == "analysis":
+        assert ran == expected
+
+
+def test_report_is_self_contained_html(two_runs, repo_module, env_module, tmp_path):
+    path, _, out = two_runs[0]
+    report = tmp_path / "report.html"
+    run_study(repo_module, env_module, path, "--report", str(report))
+    html = report.read_text(errors="replace")
+    assert report.stat().st_size > 100_000  # figures are embedded, not linked
+    for name in ("gain_heatmap_vanilla.png", "correlation_bars_vanilla.png", "topk_curves_vanilla.png",
+                 "correlation.csv", "summary.csv"):
+        assert name in html, name
+
+
+def test_summarize_prints_the_best_metric(two_runs, env_module):
+    _, _, out = two_runs[0]
+    res = subprocess.run(["promptgrid", "summarize", "--config", str(out / "config.json")], env=env_module,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "predicts" in res.stdout and "Spearman" in res.stdout

@@ -1,0 +1,90 @@
+"""The Snakemake workflow itself: lint, DAG job counts against the grid formula, config errors at DAG build."""
+import re
+import subprocess
+
+import pytest
+import yaml
+
+from promptgrid import layout
+from promptgrid.config import StudyConfig
+
+
+def snakemake(repo, env, *args, timeout=300):
+    return subprocess.run(["snakemake", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def job_counts(output: str) -> dict:
+    """The 'Job stats' table of a dry run: rule -> count."""
+    table = output.split("Job stats:", 1)[1]
+    counts = {}
+    for line in table.splitlines()[3:]:
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if not m:
+            break
+        counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+def expected_counts(cfg: StudyConfig) -> dict:
+    """The grid formula: what one study must schedule from scratch."""
+    B, T = len(cfg.backbones), len(cfg.targets)
+    methods = cfg.transfer.methods
+    trained = [m for m in methods if m in layout.TRAINED_METHODS]
+    counts = {"prepare_task": len(cfg.trained_tasks), "train_prompt": B * len(cfg.trained_tasks)}
+    if "zeroshot" in methods:
+        counts["zeroshot"] = B * T
+    if trained:
+        counts["transfer"] = B * T * len(trained)
+    if any(m not in ("on", "panda") for m in cfg.metrics.names):
+        counts["prompt_metrics"] = B
+    if "on" in cfg.metrics.names:
+        counts["on_metric"] = B
+    if "panda" in cfg.metrics.names:
+        counts["panda_metric"] = B * T
+    counts.update(collect=1, correlate=1, all=1)
+    for kind in layout.FIGURE_KINDS:
+        if layout.figure_variants(cfg, kind):
+            counts[f"fig_{kind}"] = B
+    return counts
+
+
+STUDIES = ["config.yaml", "tests/studies/tiny.yaml", "studies/bigbench-21x9.yaml"]
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_dry_run_job_counts_match_grid_formula(repo, venv_env, tmp_path, study):
+    cfg = StudyConfig.from_dict(yaml.safe_load((repo / study).read_text()))
+    args = ["-n", "--quiet", "rules", "--config", f"results_dir={tmp_path}"]
+    if study != "config.yaml":
+        args += ["--configfile", study]
+    out = snakemake(repo, venv_env, *args)
+    assert out.returncode == 0, out.stderr[-3000:]
+    counts = job_counts(out.stdout + out.stderr)
+    expected = expected_counts(cfg)
+    expected["total"] = sum(expected.values())
+    assert counts == expected
+
+
+def test_default_grid_size(repo):
+    cfg = StudyConfig.from_dict(yaml.safe_load((repo / "config.yaml").read_text()))
+    assert (len(cfg.sources), len(cfg.targets), len(cfg.seeds)) == (6, 3, 2)
+    big = StudyConfig.from_dict(yaml.safe_load((repo / "studies/bigbench-21x9.yaml").read_text()))
+    assert (len(big.sources), len(big.targets)) == (21, 9)
+
+
+def test_lint_passes(repo, venv_env):
+    out = snakemake(repo, venv_env, "--lint")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "Congratulations" in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("override, key", [
+    ("training={'lrr': 0.1}", "training.lrr"),
+    ("sources=['hotels_text','no_such_task']", "sources[1]"),
+    ("bogus_key=1", "bogus_key"),
+])
+def test_bad_config_fails_at_dag_build_naming_the_key(repo, venv_env, tmp_path, override, key):
+    out = snakemake(repo, venv_env, "-n", "--config", f"results_dir={tmp_path}", override)
+    assert out.returncode != 0
+    assert f"config key '{key}'" in out.stdout + out.stderr
+    assert not list(tmp_path.glob("*/logs"))  # nothing ran
