@@ -23,6 +23,7 @@ report: "workflow/report/workflow.rst"
 
 localrules:
     all,
+    collect,
 
 
 rule all:

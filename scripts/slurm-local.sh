@@ -56,11 +56,11 @@ ensure_packages() {
     command -v apt-get >/dev/null || die "missing packages:$missing, and no apt-get to install them"
     say "installing:$missing"
     apt-get update -qq
-    # --no-install-recommends: the recommends pull in mailutils, a MTA, ...
+    # the packages start nothing here (no systemd; policy-rc.d blocks invoke-rc.d): start() does
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
 }
 
-render_conf() {  # prints slurm.conf; also writes gres.conf and the fake GPU device files
+render_conf() {  # prints slurm.conf (no side effects: start compares it with the running one)
     local mem_mb gres_types="" gres_node=""
     # RealMemory above the real memory puts the node in INVAL state, so advertise 80 %.
     mem_mb=$(awk '/^MemTotal:/ {printf "%d", $2 / 1024 * 0.8}' /proc/meminfo)
@@ -179,14 +179,17 @@ start() {
         fi
         say "running with another configuration: restarting"
         stop
+    elif pid_alive "$STATE_DIR/slurmctld.pid" || pid_alive "$STATE_DIR/slurmd.pid"; then
+        say "only one of slurmctld/slurmd is running: restarting both"
+        stop
     fi
     printf '%s\n' "$new_conf" > "$SLURM_CONF_PATH"
     write_gres
     start_munge
     # -c: start from an empty state (no jobs left over from an earlier run)
-    pid_alive "$STATE_DIR/slurmctld.pid" || slurmctld -c
+    slurmctld -c
     # -N: register under our NodeName instead of the machine's hostname
-    pid_alive "$STATE_DIR/slurmd.pid" || slurmd -N "$NODE"
+    slurmd -N "$NODE"
     wait_node_ready
     say "ready: partition $PARTITION, $NODE_CPUS CPUs, $FAKE_GPUS fake GPUs, config $SLURM_CONF_PATH"
 }

@@ -37,8 +37,11 @@ pytestmark = [
 
 
 def clean_env() -> dict[str, str]:
-    """os.environ without SLURM_* (a pytest run inside an allocation would leak its job into ours)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    """os.environ without SLURM_* (a pytest run inside an allocation would leak its job into ours),
+    with this interpreter's bin folder first on PATH so jobs find promptgrid and snakemake."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
 
 
 def squeue_all() -> dict[str, dict[str, str]]:
@@ -240,26 +243,37 @@ def test_cancelled_job_is_retried(slurm_cluster, tmp_path):
     assert f"'{cancelled}'" in log and "CANCELLED" in log  # the plugin saw the cancel, then retried
 
 
-# TODO(lead): the real tiny study through SLURM. Set TINY_STUDY_CONFIG to a study that finishes in a
-# few minutes on 2 CPUs, and make test_tiny_study_through_slurm assert on its tables. Rules run as
-# SLURM jobs with profiles/slurm-ci's resources; results land under workdir/results/<study>/.
-TINY_STUDY_CONFIG: Path | None = None
-
-
-def run_tiny_study(workdir: Path, configfile: Path | None = None, *extra_args: str,
-                   timeout_s: int = 600) -> str:
-    """TODO(lead): run workflow/Snakefile on `configfile` through the local cluster; returns the log.
-
-    Not implemented yet beyond the Snakemake call: skips while no tiny study is configured."""
-    configfile = configfile or TINY_STUDY_CONFIG
-    if configfile is None:
-        pytest.skip("TODO(lead): no tiny study configured for the SLURM run yet (TINY_STUDY_CONFIG)")
+def run_tiny_study(workdir: Path, timeout_s: int = 900) -> tuple[str, Path]:
+    """The tiny real study (tests/studies/tiny.yaml, cut to one seed, zeroshot + vanilla and two prompt
+    metrics so it fits CI) through the local cluster; returns the log and the study's results folder."""
+    raw = yaml.safe_load((REPO / "tests/studies/tiny.yaml").read_text())
+    raw.update(study="tiny-slurm", seeds=[0], results_dir=str(workdir / "results"))
+    raw["transfer"] = {"methods": ["zeroshot", "vanilla"]}
+    raw["metrics"] = {"names": ["cos_avg", "max"]}
     workdir.mkdir(parents=True, exist_ok=True)
-    return run_snakemake(workdir, "--snakefile", str(REPO / "workflow" / "Snakefile"),
-                         "--configfile", str(configfile), *extra_args, timeout_s=timeout_s)
+    configfile = workdir / "study.yaml"
+    configfile.write_text(yaml.safe_dump(raw, sort_keys=False))
+    log = run_snakemake(workdir, "--snakefile", str(REPO / "Snakefile"), "--configfile", str(configfile),
+                        timeout_s=timeout_s)
+    return log, workdir / "results" / raw["study"]
 
 
 def test_tiny_study_through_slurm(slurm_cluster, tmp_path):
-    run_tiny_study(tmp_path)
-    # TODO(lead): assert results/<study>/tables/*.parquet exist and hold real values, and that
-    # train_prompt ran through sbatch (.snakemake/slurm_logs/rule_train_prompt/)
+    import pandas as pd
+
+    log, out = run_tiny_study(tmp_path)
+    transfer = pd.read_parquet(out / "tables/transfer.parquet")
+    assert set(zip(transfer.source, transfer.target, transfer.method)) == {
+        (s, t, m) for s in ("hotels", "intent") for t in ("medicine", "reviews") for m in ("zeroshot", "vanilla")}
+    assert transfer.score.between(0, 100).all()
+    similarity = pd.read_parquet(out / "tables/similarity.parquet")
+    assert set(similarity.metric) == {"cos_avg", "max", "early_cos_avg", "early_max"}
+    assert (out / "figures/minilm/gain_heatmap_vanilla.png").stat().st_size > 1000
+    # the model jobs really went through sbatch: the plugin's per-job logs and slurmctld's job list
+    slurm_logs = tmp_path / ".snakemake/slurm_logs"
+    for rule in ("prepare_task", "train_prompt", "zeroshot", "transfer", "prompt_metrics", "correlate"):
+        assert list((slurm_logs / f"rule_{rule}").rglob("*.log")), rule
+    comments = {j["comment"] for j in squeue_all().values() if j["state"] == "COMPLETED"}
+    assert any(c.startswith("rule_train_prompt") for c in comments)
+    assert any(c.startswith("group_figures") or "figures" in c for c in comments) or \
+        list(slurm_logs.glob("group_figures*"))

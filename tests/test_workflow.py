@@ -48,7 +48,8 @@ def expected_counts(cfg: StudyConfig) -> dict:
     return counts
 
 
-STUDIES = ["config.yaml", "tests/studies/tiny.yaml", "studies/bigbench-21x9.yaml"]
+STUDIES = ["config.yaml", "tests/studies/tiny.yaml", "studies/bigbench-21x9.yaml", "studies/panda-21x9.yaml",
+           "studies/spot.yaml"]
 
 
 @pytest.mark.parametrize("study", STUDIES)

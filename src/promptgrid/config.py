@@ -24,6 +24,7 @@ PROMPT_METRICS = ("cos_avg", "token_cos", "c_con", "e_con", "e_ave", "max")
 MODEL_METRICS = ("on", "panda")
 ALL_METRICS = PROMPT_METRICS + MODEL_METRICS
 TASK_METRICS = ("accuracy", "macro_f1")
+TASK_KINDS = ("classification", "regression", "span_qa", "ner")
 
 
 class ConfigError(ValueError):
@@ -67,7 +68,7 @@ class TaskConfig:
 
     source: str = field(metadata={"help": "bigbench | hf | local"})
     path: str = field(metadata={"help": "bigbench: task path like 'multiemo/hotels_text_en'; hf: hub id or builder ('json', 'csv', 'parquet'); local: a .jsonl/.csv/.parquet file"})
-    labels: dict = field(metadata={"help": "raw label value -> verbalizer text, in class order"})
+    labels: dict = field(default_factory=dict, metadata={"help": "raw label value -> verbalizer text, in class order"})
     family: str = field(default="other", metadata={"help": "task family, used to order figures"})
     text_fields: list = field(default_factory=lambda: ["input"], metadata={"help": "columns joined into the input text"})
     label_field: str = field(default="label", metadata={"help": "column holding the raw label (hf/local)"})
@@ -82,14 +83,17 @@ class TaskConfig:
     test_fraction: float = field(default=0.1, metadata={"help": "share of examples hashed into test"})
     metric: str = field(default="accuracy", metadata={"help": "accuracy | macro_f1"})
     empty_text: str = field(default="drop", metadata={"help": "rows with empty text: drop (with a warning) | error"})
+    kind: str = field(default="classification", metadata={"help": "classification | regression | span_qa | ner"})
 
     def __post_init__(self):
+        if self.kind not in TASK_KINDS:
+            raise ConfigError("kind", f"unknown task kind {self.kind!r}; choose one of {list(TASK_KINDS)}")
         if self.empty_text not in ("drop", "error"):
             raise ConfigError("empty_text", f"must be 'drop' or 'error', got {self.empty_text!r}")
         if self.source not in DATA_SOURCES:
             raise ConfigError("source", f"unknown data source {self.source!r}; choose one of {list(DATA_SOURCES)}")
-        if not isinstance(self.labels, dict) or len(self.labels) < 2:
-            raise ConfigError("labels", "needs at least two labels (raw value -> label text)")
+        if not isinstance(self.labels, dict) or (self.kind == "classification" and len(self.labels) < 2):
+            raise ConfigError("labels", "a classification task needs at least two labels (raw value -> label text)")
         self.labels = {str(k): str(v) for k, v in self.labels.items()}
         if len(set(self.labels.values())) != len(self.labels):
             raise ConfigError("labels", "two labels share one label text")

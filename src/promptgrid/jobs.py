@@ -108,6 +108,10 @@ def prepare(study: Study, task: str) -> None:
     cfg = study.cfg
     if task not in cfg.tasks:
         raise KeyError(f"task {task!r} is not defined in the config")
+    if cfg.tasks[task].kind != "classification":
+        raise ValueError(f"task {task!r} is a {cfg.tasks[task].kind} task: the grid trains classification tasks "
+                         f"only so far (promptgrid.generation scores span QA and NER, but is not wired into the "
+                         f"grid yet)")
     t0 = time.time()
     splits = prepare_task(cfg.tasks[task], task, cfg.cache_path)
     h = study.config_hash(task=task)
