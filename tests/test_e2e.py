@@ -166,3 +166,16 @@ def test_summarize_prints_the_best_metric(two_runs, env_module):
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "predicts" in res.stdout and "Spearman" in res.stdout
+
+
+def test_prompt_bank_exported_for_peft(two_runs):
+    from promptgrid.peft_io import import_peft
+
+    _, raw, out = two_runs[0]
+    for task in ("hotels", "medicine"):
+        for seed in raw["seeds"]:
+            adapter = out / f"peft/minilm/{task}/seed{seed}"
+            assert (adapter / "adapter_config.json").exists() and (adapter / "adapter_model.safetensors").exists()
+            prompt, meta = import_peft(adapter, expect_dim=384)
+            original, _ = load_prompt(out / f"prompts/minilm/task/{task}/seed{seed}.safetensors")
+            assert prompt.equal(original) and meta["task"] == task

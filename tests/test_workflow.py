@@ -42,6 +42,9 @@ def expected_counts(cfg: StudyConfig) -> dict:
     if "panda" in cfg.metrics.names:
         counts["panda_metric"] = B * T
     counts.update(collect=1, correlate=1, all=1)
+    n_peft = sum(bb.kind != "masked_lm" for bb in cfg.backbones.values())
+    if n_peft:
+        counts["export_peft"] = n_peft
     for kind in layout.FIGURE_KINDS:
         if layout.figure_variants(cfg, kind):
             counts[f"fig_{kind}"] = B
@@ -89,3 +92,15 @@ def test_bad_config_fails_at_dag_build_naming_the_key(repo, venv_env, tmp_path, 
     assert out.returncode != 0
     assert f"config key '{key}'" in out.stdout + out.stderr
     assert not list(tmp_path.glob("*/logs"))  # nothing ran
+
+
+def test_grouping_from_the_slurm_profile_keeps_the_dag(repo, venv_env, tmp_path):
+    """The profile's groups put figure jobs into one cluster job; the set of jobs must not change."""
+    profile = yaml.safe_load((repo / "profiles/slurm/config.yaml").read_text())
+    groups = [f"{rule}={group}" for rule, group in profile["groups"].items()]
+    components = [f"{g}={n}" for g, n in profile["group-components"].items()]
+    base = ["-n", "--quiet", "rules", "--config", f"results_dir={tmp_path}"]
+    plain = job_counts(snakemake(repo, venv_env, *base).stdout)
+    grouped = snakemake(repo, venv_env, *base, "--groups", *groups, "--group-components", *components)
+    assert grouped.returncode == 0, grouped.stderr[-2000:]
+    assert job_counts(grouped.stdout + grouped.stderr) == plain

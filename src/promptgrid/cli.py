@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="output prefix; .png and .pdf are written")
     sp = verb("export-peft", "export a prompt as a PEFT PromptTuning adapter folder", "backbone", "prompt", "out")
     sp = verb("import-peft", "import a PEFT PromptTuning adapter as a task prompt", "backbone", "adapter", "out")
+    sp = verb("export-peft-bank", "export every task prompt of a backbone as PEFT adapters", "backbone", "out")
     return p
 
 
@@ -130,6 +131,8 @@ def dispatch(args) -> int:
         print(jobs.summarize(study))
     elif args.verb == "export-peft":
         jobs.export_peft(study, args.backbone, Path(args.prompt), Path(args.out))
+    elif args.verb == "export-peft-bank":
+        jobs.export_peft_bank(study, args.backbone, Path(args.out))
     elif args.verb == "import-peft":
         jobs.import_peft(study, args.backbone, Path(args.adapter), Path(args.out))
     return 0

@@ -404,7 +404,7 @@ def _read_all(study: Study, rels) -> pd.DataFrame:
 
 def collect(study: Study) -> None:
     """Gather every part into tables/transfer, similarity and curves."""
-    from promptgrid.analysis import compute_gains
+    from promptgrid.analysis import aggregate_gains, compute_gains
 
     cfg = study.cfg
     methods = cfg.transfer.methods
@@ -432,6 +432,7 @@ def collect(study: Study) -> None:
     write_table(transfer, study.path(layout.table("transfer")), meta)
     write_table(similarity[SIMILARITY_COLUMNS], study.path(layout.table("similarity")), meta)
     write_table(curves, study.path(layout.table("curves")), meta)
+    write_table(aggregate_gains(transfer), study.path(layout.table("gains")), meta)
     print(f"[collect] transfer {len(transfer)} rows, similarity {len(similarity)} rows, curves {len(curves)} rows",
           flush=True)
 
@@ -504,3 +505,38 @@ def figure(study: Study, kind: str, backbone: str, out: Path, method=None, metri
         stem = f"{out}_{v}" if v is not None else str(out)  # the rule's outputs: layout.figure_variants
         plots.save_figure(fig, f"{stem}.png", f"{stem}.pdf")
         print(f"[figure] {stem}.png/.pdf", flush=True)
+
+
+# ---------------------------------------------------------------- PEFT prompt bank
+def export_peft(study: Study, backbone: str, prompt_file: Path, out: Path) -> None:
+    """One prompt file -> a PEFT PromptTuning adapter folder that PeftModel.from_pretrained loads."""
+    from promptgrid.peft_io import export_peft as export
+
+    bb = study.backbone(backbone)
+    prompt, meta = load_prompt(prompt_file, expect_dim=bb.embed_dim)
+    export(prompt, bb, out, meta)
+    print(f"[export-peft] {prompt_file} -> {out}", flush=True)
+
+
+def export_peft_bank(study: Study, backbone: str, out_dir: Path) -> None:
+    """Every task prompt of the study (every seed) as PEFT adapters: <out_dir>/<task>/seed<k>/."""
+    from promptgrid.peft_io import export_peft as export
+
+    bb = study.backbone(backbone)
+    n = 0
+    for task in study.cfg.trained_tasks:
+        for seed in study.cfg.seeds:
+            prompt, meta = load_prompt(study.path(layout.task_prompt(backbone, task, seed)), expect_dim=bb.embed_dim)
+            export(prompt, bb, out_dir / task / f"seed{seed}", meta)
+            n += 1
+    print(f"[export-peft] {n} adapters under {out_dir}", flush=True)
+
+
+def import_peft(study: Study, backbone: str, adapter: Path, out: Path) -> None:
+    """A PEFT PromptTuning adapter -> a promptgrid prompt file (e.g. to use as a source or an init)."""
+    from promptgrid.peft_io import import_peft as load
+
+    bb = study.backbone(backbone)
+    prompt, meta = load(adapter, expect_dim=bb.embed_dim)
+    save_prompt(out, prompt, {**meta, "imported_from": str(adapter), "backbone": backbone})
+    print(f"[import-peft] {adapter} -> {out} ({tuple(prompt.shape)})", flush=True)

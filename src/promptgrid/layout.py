@@ -61,7 +61,7 @@ def checkpoint(kind: str, backbone: str, task: str) -> str:
     return f"checkpoints/{backbone}/{kind}/{task}.pt"
 
 
-TABLES = ("transfer", "similarity", "curves", "correlation", "retrieval", "metric_comparison", "summary")
+TABLES = ("transfer", "gains", "similarity", "curves", "correlation", "retrieval", "metric_comparison", "summary")
 
 
 def table(name: str) -> str:

@@ -5,6 +5,7 @@ rule collect:
         transfer=R("tables/transfer.parquet"),
         similarity=R("tables/similarity.parquet"),
         curves=R("tables/curves.parquet"),
+        gains=R("tables/gains.parquet"),
     params:
         config=CONFIG_JSON,
     log:

@@ -140,8 +140,13 @@ def figure_outputs():
             for ext in ("png", "pdf") for p in layout.figure_files(CFG, b, kind, ext)]
 
 
+def peft_outputs():
+    """PEFT has no masked-LM prompt-tuning task whose outputs match promptgrid's, so those are not exported."""
+    return [R(f"peft/{b}") for b, bb in CFG.backbones.items() if bb.kind != "masked_lm"]
+
+
 def final_outputs():
-    tables = [R(layout.table(t)) for t in layout.TABLES]
+    tables = [R(layout.table(t)) for t in layout.TABLES] + peft_outputs()
     cross = []
     if CROSS is not None:
         from promptgrid import jobs_crossmodel

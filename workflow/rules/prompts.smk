@@ -20,3 +20,20 @@ rule train_prompt:
     shell:
         "PROMPTGRID_THREADS={threads} promptgrid train --config {params.config:q} "
         "--backbone {wildcards.backbone:q} --task {wildcards.task:q} > {log:q} 2>&1"
+
+
+rule export_peft:
+    """Every task prompt as a PEFT PromptTuning adapter folder (a prompt bank others can load)."""
+    input:
+        lambda w: all_task_prompts(w.backbone),
+    output:
+        directory(R("peft/{backbone}")),
+    params:
+        config=CONFIG_JSON,
+    log:
+        R("logs/peft/{backbone}.log"),
+    conda:
+        ENV
+    shell:
+        "promptgrid export-peft-bank --config {params.config:q} --backbone {wildcards.backbone:q} "
+        "--out {output:q} > {log:q} 2>&1"

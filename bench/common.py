@@ -1,0 +1,182 @@
+"""Shared pieces of the benchmarks: study data, the A/B timing loop, engine timing, tables.
+
+Every benchmark alternates its variants in one process (A B A B ...), so a burst of load from other
+jobs on the machine hits every variant alike; the ratio of medians stays meaningful under load.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from promptgrid import training  # noqa: E402
+from promptgrid.config import default_cache_dir, load_config  # noqa: E402
+
+CACHE = default_cache_dir()
+ARCHIVE = CACHE / "bigbench-1.0.0.tar.gz"
+# torch's own CPU matmul setting, read before load_backbone switches on the oneDNN fast path
+DEFAULT_FP32_PRECISION = torch.backends.mkldnn.matmul.fp32_precision
+BENCH_DEV = 100  # dev examples for the accuracy columns (the study uses 50; more costs minutes under load)
+
+
+# ---------------------------------------------------------------- study pieces
+@functools.lru_cache(maxsize=None)
+def study(path: str = "config.yaml"):
+    return load_config(ROOT / path)
+
+
+@functools.lru_cache(maxsize=None)
+def splits(task: str, max_dev: int = BENCH_DEV) -> dict:
+    """{'train','dev','test'} DataFrames of a default-study task, extracted from the BIG-bench archive."""
+    from promptgrid.tasks import extract_bigbench_task, prepare_task
+
+    tc = study().tasks[task]
+    extract_bigbench_task(ARCHIVE, tc.path, CACHE)
+    return prepare_task(dataclasses.replace(tc, max_dev=max_dev), task, CACHE)
+
+
+def backbone(fast: bool = True):
+    """The default study's MiniLM. fast: oneDNN fast matmul + eager attention (promptgrid's default);
+    otherwise HF defaults (sdpa attention, torch's fp32 matmul). Cached per setting."""
+    from promptgrid.backbones import load_backbone
+
+    cfg = study()
+    bb = load_backbone("minilm", cfg.backbones["minilm"], CACHE, fast_matmul=fast)
+    set_matmul(False)  # load_backbone flips a process-wide switch; each variant sets its own
+    return bb
+
+
+def set_matmul(fast: bool) -> None:
+    torch.backends.mkldnn.matmul.fp32_precision = "bf16" if fast else DEFAULT_FP32_PRECISION
+
+
+@contextlib.contextmanager
+def matmul(fast: bool):
+    before = torch.backends.mkldnn.matmul.fp32_precision
+    set_matmul(fast)
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.matmul.fp32_precision = before
+
+
+def encoded(bb, task: str, split: str, max_length: int | None = None):
+    """EncodedSplit of a task split, left-truncated to max_length (default: the backbone's)."""
+    df = splits(task)[split]
+    ids = [bb.encode_text(t, max_length) for t in df["text"]]
+    return training.EncodedSplit(ids, torch.as_tensor(df["label"].tolist(), dtype=torch.long))
+
+
+def train_cfg(steps: int, **changes):
+    """The default study's training section, evaluating only at step 0 and at the last step."""
+    return dataclasses.replace(study().training, steps=steps, eval_every=steps, checkpoint_every=steps,
+                               early_step=0, early_stop=0, **changes)
+
+
+def init(bb, seed: int) -> torch.Tensor:
+    """The study's initial prompt (L, d) for a seed (random vocabulary rows)."""
+    from promptgrid.prompt import init_prompt
+
+    return init_prompt(study().prompt, bb.embed_layer.weight, seed)
+
+
+def timed_train(bb, head, train, dev, cfg, seeds):
+    """Run ``training.train_runs`` with one run per seed (one bank).
+
+    Returns (training seconds without dev evaluation, evaluation seconds, results). Evaluation time is
+    measured by timing ``training.score_bank``, which train_runs calls for every dev evaluation.
+    """
+    runs = [training.RunSpec(f"seed{s}", s, init(bb, s)) for s in seeds]
+    spent = [0.0]
+    score_bank = training.score_bank
+
+    def timed_score_bank(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return score_bank(*args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - t0
+
+    training.score_bank = timed_score_bank
+    try:
+        t0 = time.perf_counter()
+        results = training.train_runs(bb, head, train, dev, runs, cfg, "accuracy", log=lambda msg: None)
+        total = time.perf_counter() - t0
+    finally:
+        training.score_bank = score_bank
+    return total - spent[0], spent[0], results
+
+
+def final_dev(result) -> float:
+    return result.curve[-1]["dev_score"]
+
+
+# ---------------------------------------------------------------- A/B loop and summaries
+def alternate(variants: dict, repeats: int) -> dict:
+    """Call every variant once per repeat, in turn: A B A B ... fn(repeat) returns a dict of numbers."""
+    out = {name: [] for name in variants}
+    for r in range(repeats):
+        for name, fn in variants.items():
+            out[name].append(fn(r))
+    return out
+
+
+def wall(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def col(rows: list, key: str) -> list:
+    return [row[key] for row in rows]
+
+
+def stats(values) -> dict:
+    values = list(values)
+    return {"min": min(values), "median": statistics.median(values), "max": max(values), "n": len(values)}
+
+
+def ratio(slow: dict, fast: dict) -> float:
+    """Speed-up of ``fast`` over ``slow`` (both stats() of seconds): ratio of medians."""
+    return slow["median"] / fast["median"]
+
+
+def mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)
+
+
+def fmt(x, digits: int = 2) -> str:
+    if isinstance(x, str):
+        return x
+    if x is None or (isinstance(x, float) and x != x):
+        return "n/a"
+    if isinstance(x, int):
+        return str(x)
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}f}"
+
+
+def triple(s: dict, digits: int = 2) -> str:
+    """min / median / max."""
+    return f"{fmt(s['min'], digits)} / {fmt(s['median'], digits)} / {fmt(s['max'], digits)}"
+
+
+def md_table(headers: list, rows: list) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def goal(ok: bool) -> str:
+    return "met" if ok else "NOT met"

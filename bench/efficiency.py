@@ -1,0 +1,105 @@
+"""Efficiency: achieved FLOP/s of promptgrid training steps over the machine's measured GEMM rate.
+
+A prompt-tuning step needs no weight gradients: forward 2N + backward to the inputs 2N FLOPs per
+token, N = the encoder's matmul weights (no embeddings). Attention adds, per layer, QK^T and AV
+(4 B T^2 h forward, twice that backward). Tokens are the padded batch (what the GEMMs compute).
+The GEMM rate is a large fp32 torch.mm with and without the oneDNN fast path
+(torch.backends.mkldnn.matmul.fp32_precision = "bf16"), alternated in the same run.
+Steps are measured with training.train_runs on medicine_text (max_length 32, L = 16), for the bank
+sizes the default study runs: K = 1 (8 rows), K = 2 (a train job: 2 seeds), K = 12 (a transfer job).
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+import common as C
+
+TASK = "medicine_text"
+GEMM = 2048
+
+
+def matmul_params(model) -> int:
+    """N: weights of the encoder's Linear layers (embeddings, norms, biases and the pooler left out)."""
+    return sum(m.weight.numel() for name, m in model.named_modules()
+               if isinstance(m, torch.nn.Linear) and "pooler" not in name)
+
+
+def step_flops(n_params: int, hidden: int, layers: int, rows: int, tokens: int) -> float:
+    """FLOPs of one prompt-tuning step on a (rows, tokens) padded batch."""
+    linear = 4 * n_params * rows * tokens
+    attention = 3 * layers * 4 * rows * tokens ** 2 * hidden
+    return linear + attention
+
+
+def gemm_rate(fast: bool, reps: int) -> float:
+    a, b = torch.randn(GEMM, GEMM), torch.randn(GEMM, GEMM)
+    with C.matmul(fast):
+        torch.mm(a, b)  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            torch.mm(a, b)
+        return reps * 2 * GEMM ** 3 / (time.perf_counter() - t0)
+
+
+def run(quick: bool) -> dict:
+    steps, repeats = (10, 3) if quick else (20, 5)
+    bb = C.backbone(fast=True)
+    head = bb.task_head(C.study().tasks[TASK].label_texts)
+    train, dev = C.encoded(bb, TASK, "train"), C.encoded(bb, TASK, "dev")
+    dev = C.training.EncodedSplit(dev.ids[:8], dev.labels[:8])  # evaluation is subtracted anyway
+    cfg = C.train_cfg(steps)
+    mcfg = bb.model.config
+    n_params, L = matmul_params(bb.model), C.study().prompt.length
+
+    def flops_of(K: int) -> float:
+        total = 0.0
+        for step in range(steps):
+            rows = [train.ids[i] for k in range(K) for i in C.training.batch_indices(len(train), cfg.batch_size, k, step)]
+            total += step_flops(n_params, mcfg.hidden_size, mcfg.num_hidden_layers, len(rows),
+                                L + max(len(r) for r in rows))
+        return total
+
+    def step_variant(K):
+        flops = flops_of(K)
+
+        def fn(r):
+            with C.matmul(True):
+                seconds, _, _ = C.timed_train(bb, head, train, dev, cfg, list(range(K)))
+            return {"s": seconds, "flops": flops / seconds}
+        return fn
+
+    def gemm_variant(fast):
+        return lambda r: {"flops": gemm_rate(fast, 5 if quick else 10)}
+
+    with C.matmul(True):
+        C.timed_train(bb, head, train, dev, C.train_cfg(2), [0])  # warm-up
+    raw = C.alternate({"gemm_fp32": gemm_variant(False), "gemm_onednn": gemm_variant(True),
+                       "K1": step_variant(1), "K2": step_variant(2), "K12": step_variant(12)}, repeats)
+    rates = {k: C.stats(C.col(v, "flops")) for k, v in raw.items()}
+    out = {"n_params": n_params, "steps": steps, "repeats": repeats, "gflops": {
+        k: {q: v[q] / 1e9 for q in ("min", "median", "max")} for k, v in rates.items()}}
+    fp32, onednn = rates["gemm_fp32"]["median"], rates["gemm_onednn"]["median"]
+    rows = [["torch.mm 2048^3 fp32 (torch default)", C.triple(out["gflops"]["gemm_fp32"], 1), "", ""],
+            ["torch.mm 2048^3, oneDNN fp32_precision=bf16", C.triple(out["gflops"]["gemm_onednn"], 1), "", ""]]
+    out["efficiency"] = {}
+    for K in (1, 2, 12):
+        med = rates[f"K{K}"]["median"]
+        out["efficiency"][f"K{K}"] = {"vs_onednn": med / onednn, "vs_fp32": med / fp32}
+        rows.append([f"promptgrid step, bank K={K} ({K * cfg.batch_size} rows x {L}+{bb.cfg.max_length} tokens)",
+                     C.triple(out["gflops"][f"K{K}"], 1), f"{100 * med / onednn:.0f}%", f"{100 * med / fp32:.0f}%"])
+    best = max(v["vs_onednn"] for v in out["efficiency"].values())
+    out["goal"] = {"best_vs_onednn": best, "train_job_vs_onednn": out["efficiency"]["K2"]["vs_onednn"],
+                   "met": best >= 0.6}
+    out["table"] = C.md_table(["what", "GFLOP/s min / median / max", "of oneDNN GEMM rate",
+                               "of fp32 GEMM rate"], rows)
+    print(f"N (matmul weights) = {n_params / 1e6:.2f} M")
+    print(out["table"])
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    run("--quick" in sys.argv)

@@ -1,0 +1,146 @@
+"""Levers: each speed choice of the engine, switched off one at a time, with the dev score beside it.
+
+Task medicine_sentence (variable lengths: median 24 tokens, 29% cut at 32), MiniLM, the default
+study's training section, dev 100 examples. Training rows: training.train_runs for ``steps`` steps,
+evaluation time subtracted, seed = repeat; the dev column is the mean over those seeds after the
+last step. Evaluation rows: training.predict_bank of 4 prompts on the dev split.
+Baseline = the lever off; "with lever" = what promptgrid does (except bf16 and torch.compile, which
+promptgrid leaves off by default: the table says whether they pay).
+"""
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+
+import common as C
+
+TASK = "medicine_sentence"
+
+
+def pad_to_max(bb):
+    """A view of ``bb`` whose batches are padded to max_length (no dynamic padding)."""
+    padded = copy.copy(bb)
+    length = bb.cfg.max_length
+
+    def collate(id_lists):
+        batch = type(bb).collate(bb, id_lists)
+        extra = length - batch.input_ids.shape[1]
+        if extra > 0:
+            batch.input_ids = torch.nn.functional.pad(batch.input_ids, (0, extra), value=bb.pad_id)
+            batch.attention_mask = torch.nn.functional.pad(batch.attention_mask, (0, extra), value=0)
+        return batch
+
+    padded.collate = collate
+    return padded
+
+
+def compiled(bb):
+    view = copy.copy(bb)
+    view.model = torch.compile(bb.model, dynamic=True)
+    return view
+
+
+def run(quick: bool) -> dict:
+    steps, repeats, with_compile = (30, 2, False) if quick else (30, 3, True)
+    cfg = C.train_cfg(steps)
+    fast, default = C.backbone(fast=True), C.backbone(fast=False)
+    head = fast.task_head(C.study().tasks[TASK].label_texts)
+    train, dev = C.encoded(fast, TASK, "train"), C.encoded(fast, TASK, "dev")
+    prompts = torch.stack([C.init(fast, 200 + k) for k in range(4)])
+    padded = pad_to_max(fast)
+    out = {"steps": steps, "repeats": repeats, "task": TASK}
+
+    def trainer(bb, fast_matmul=True, precision="fp32"):
+        def fn(r):
+            with C.matmul(fast_matmul):
+                seconds, _, res = C.timed_train(bb, head, train, dev, C.train_cfg(steps, precision=precision), [r])
+            return {"s": seconds, "dev": C.final_dev(res[0])}
+        return fn
+
+    variants = {"promptgrid": trainer(fast), "pad_to_max": trainer(padded), "hf_default": trainer(default, False),
+                "onednn_sdpa": trainer(default, True), "bf16": trainer(fast, precision="bf16")}
+    if with_compile:
+        cbb = compiled(fast)
+        with C.matmul(True):
+            t0 = time.perf_counter()
+            C.timed_train(cbb, head, train, dev, C.train_cfg(2), [0])
+            out["compile_cold_s"] = time.perf_counter() - t0
+        variants["compile"] = trainer(cbb)
+    with C.matmul(True):
+        C.timed_train(fast, head, train, dev, C.train_cfg(2), [0])  # warm-up
+    tr = C.alternate(variants, repeats)
+
+    def evaluator(bb, no_grad=False):
+        def fn(r):
+            with C.matmul(True):
+                t0 = time.perf_counter()
+                if no_grad:
+                    with torch.no_grad():
+                        logits = C.training.predict_bank.__wrapped__(bb, head, prompts, dev, 64)
+                else:
+                    logits = C.training.predict_bank(bb, head, prompts, dev, 64)
+                seconds = time.perf_counter() - t0
+            acc = [100.0 * (logits[k].argmax(-1) == dev.labels).float().mean().item() for k in range(len(prompts))]
+            return {"s": seconds, "dev": C.mean(acc)}
+        return fn
+
+    ev = C.alternate({"promptgrid": evaluator(fast), "no_grad": evaluator(fast, no_grad=True),
+                      "pad_to_max": evaluator(padded)}, repeats + 1)
+
+    texts = list(C.splits(TASK)["train"]["text"][:8])
+    label_texts = C.study().tasks[TASK].label_texts
+
+    def per_call(fn, n=5):
+        return lambda r: {"s": C.wall(lambda: [fn() for _ in range(n)]) / n}
+
+    tokenize = lambda: fast.tokenizer(texts, truncation=True, max_length=fast.cfg.max_length)
+    with C.matmul(True):
+        cache = C.alternate({"label_head": per_call(lambda: fast.task_head(label_texts)),
+                             "tokenize_batch": per_call(tokenize)}, repeats + 1)
+
+    S = lambda rows: C.stats(C.col(rows, "s"))
+    D = lambda rows: C.mean(C.col(rows, "dev"))
+    rows, out["levers"] = [], {}
+
+    def add(name, what, off_rows, on_rows, note=""):
+        off, on = S(off_rows), S(on_rows)
+        out["levers"][name] = {"off_s": off, "on_s": on, "speedup": C.ratio(off, on), "dev_off": D(off_rows),
+                               "dev_on": D(on_rows), "note": note}
+        rows.append([name, what, C.triple(off), C.triple(on), f"{C.ratio(off, on):.2f}x", f"{D(off_rows):.1f}",
+                     f"{D(on_rows):.1f}", note])
+
+    add("dynamic padding + length bucketing (training)", f"{steps} steps", tr["pad_to_max"], tr["promptgrid"],
+        "off: every batch padded to max_length 32")
+    add("dynamic padding + length bucketing (evaluation)", "4 prompts x dev", ev["pad_to_max"], ev["promptgrid"])
+    add("torch.inference_mode vs no_grad (evaluation)", "4 prompts x dev", ev["no_grad"], ev["promptgrid"])
+    add("oneDNN fast matmul + eager attention", f"{steps} steps", tr["hf_default"], tr["promptgrid"],
+        "off: sdpa attention, torch's fp32 matmul")
+    add("oneDNN fast matmul with sdpa attention", f"{steps} steps", tr["hf_default"], tr["onednn_sdpa"],
+        "why promptgrid pairs the fast path with eager attention")
+    add("bf16 autocast (training.precision: bf16)", f"{steps} steps", tr["promptgrid"], tr["bf16"],
+        "off: fp32 (promptgrid's default)")
+    if with_compile:
+        add("torch.compile(model, dynamic=True)", f"{steps} steps", tr["promptgrid"], tr["compile"],
+            f"cold compile {out['compile_cold_s']:.0f} s not in the on column")
+    else:
+        rows.append(["torch.compile(model, dynamic=True)", "", "", "", "", "", "",
+                     "full mode only (cold compile takes minutes)"])
+    step = S(tr["promptgrid"])["median"] / steps
+    for name, key, what in (("cached label embeddings", "label_head", "TaskHead once per task"),
+                            ("cached tokenized data", "tokenize_batch", "ids once per split")):
+        extra = S(cache[key])["median"]
+        out["levers"][name] = {"per_call_s": S(cache[key]), "speedup": (step + extra) / step}
+        rows.append([name, "per training step", f"{step + extra:.3f}", f"{step:.3f}", f"{(step + extra) / step:.2f}x",
+                     "same", "same", f"{what}; redoing it costs {1000 * extra:.1f} ms per step (measured)"])
+    out["table"] = C.md_table(["lever", "measured on", "off: s min / median / max", "on: s", "speed-up (median)",
+                               "dev off", "dev on", "note"], rows)
+    print(out["table"])
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    run("--quick" in sys.argv)

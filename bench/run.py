@@ -1,0 +1,143 @@
+"""Run the promptgrid benchmarks, write bench/results.json and refresh the tables in bench/README.md.
+
+    python bench/run.py [--quick] [NAME ...]
+
+NAME picks benchmarks (default: all). Results of benchmarks not run are kept from the last run.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import torch  # noqa: E402
+
+NAMES = ["train_throughput", "efficiency", "zeroshot", "bank", "overhead", "dag", "levers", "scaling"]
+RESULTS, README = HERE / "results.json", HERE / "README.md"
+
+
+def machine() -> dict:
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        model = re.search(r"^Model name:\s*(.+)$", lscpu, re.M).group(1).strip()
+    except (OSError, AttributeError):
+        model = platform.processor() or "unknown"
+    return {"cpu": model, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(),
+            "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M")}
+
+
+def goals(b: dict) -> str:
+    rows = []
+    g = lambda name: (b.get(name) or {}).get("goal") or {}
+    if g("train_throughput"):
+        t = b["train_throughput"]["variants"]
+        rows.append(["training throughput vs PEFT at equal dev accuracy", ">= 3x",
+                     f"{t['pg']['speedup']:.2f}x (dev {t['pg']['dev_mean']:.1f} vs {t['peft']['dev_mean']:.1f}); "
+                     f"at max_length 128: {t['pg128']['speedup']:.2f}x (dev {t['pg128']['dev_mean']:.1f})",
+                     "met" if g("train_throughput")["met"] else "NOT met"])
+    if g("efficiency"):
+        e = b["efficiency"]["efficiency"]
+        rows.append(["achieved FLOP/s of a training step / GEMM rate (oneDNN setting)", ">= 60%",
+                     ", ".join(f"{k.replace('K', 'K=')}: {100 * v['vs_onednn']:.0f}%" for k, v in e.items()),
+                     "met" if g("efficiency")["met"] else "NOT met"])
+    if g("zeroshot"):
+        rows.append(["zero-shot, one process vs one per pair", ">= 3x", f"{b['zeroshot']['speedup']:.2f}x",
+                     "met" if g("zeroshot")["met"] else "NOT met"])
+    if b.get("bank"):
+        rows.append(["prompt bank vs sequential runs", "(no goal)",
+                     ", ".join(f"K={k}: {v['speedup']:.2f}x" for k, v in b["bank"]["sizes"].items()), ""])
+    if g("overhead") and g("overhead").get("share") is not None:
+        rows.append(["per-job overhead share, default study", "<= 10%", f"{100 * g('overhead')['share']:.1f}%",
+                     "met" if g("overhead")["met"] else "NOT met"])
+    if g("dag"):
+        rows.append(["`snakemake -n`, panda-21x9", "<= 20 s", f"{g('dag')['panda_s']:.1f} s",
+                     "met" if g("dag")["met"] else "NOT met"])
+    import common as C
+
+    return C.md_table(["goal", "target", "measured (median)", ""], rows)
+
+
+def stamp(entry: dict) -> str:
+    la = entry["loadavg"]
+    under = " **under load**" if max(la) > 2 else ""
+    return (f"_{'quick' if entry['quick'] else 'full'} run, {entry['date']}, {entry['seconds']:.0f} s, "
+            f"1-min load average {la[0]:.1f} before / {la[1]:.1f} after{under}_")
+
+
+def replace_block(text: str, name: str, body: str) -> str:
+    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    block = f"{start}\n{body.strip()}\n{end}"
+    if start in text and end in text:
+        return re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    return text.rstrip() + f"\n\n### {name}\n\n{block}\n"
+
+
+def write_readme(results: dict) -> None:
+    text = README.read_text() if README.exists() else "# promptgrid benchmarks\n"
+    m = results["machine"]
+    loads = [max(e["loadavg"]) for e in results["benchmarks"].values() if "loadavg" in e]
+    header = (f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
+              f"Python {m['python']}; last run {m['date']}.")
+    if loads and max(loads) > 2:
+        header += (f" **Taken under load**: the 1-min load average reached {max(loads):.1f} on {m['cores']} cores "
+                   f"(other jobs were running), so absolute times are inflated and noisy; the ratios come from "
+                   f"variants alternated in the same process.")
+    text = replace_block(text, "machine", header)
+    text = replace_block(text, "goals", goals(results["benchmarks"]))
+    for name, entry in results["benchmarks"].items():
+        body = entry.get("table") or f"failed: {entry.get('error', 'no result')}"
+        text = replace_block(text, name, stamp(entry) + "\n\n" + body if "loadavg" in entry else body)
+    README.write_text(text)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="fewer repeats and steps (< 10 min on an idle machine)")
+    p.add_argument("names", nargs="*", help=f"benchmarks to run (default: all): {' '.join(NAMES)}")
+    args = p.parse_args(argv)
+    unknown = [n for n in args.names if n not in NAMES]
+    if unknown:
+        p.error(f"unknown benchmark {unknown[0]!r}; choose from {NAMES}")
+    names = args.names or NAMES
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"benchmarks": {}}
+    results["machine"] = machine()
+    failed = []
+    for name in NAMES:
+        if name not in names:
+            continue
+        print(f"\n=== {name} ({'quick' if args.quick else 'full'})", flush=True)
+        before, t0 = os.getloadavg()[0], time.time()
+        try:
+            module = importlib.import_module(name)
+            out = module.run(args.quick, results["benchmarks"]) if name == "scaling" else module.run(args.quick)
+        except Exception as err:  # keep going: one broken benchmark should not hide the others
+            traceback.print_exc()
+            out = {"error": f"{type(err).__name__}: {err}"}
+            failed.append(name)
+        out.update(quick=args.quick, date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+                   seconds=time.time() - t0, loadavg=[before, os.getloadavg()[0]])
+        results["benchmarks"][name] = out
+        RESULTS.write_text(json.dumps(results, indent=1, default=str))
+        write_readme(results)
+        print(f"=== {name}: {out['seconds']:.0f} s", flush=True)
+    print("\n" + goals(results["benchmarks"]))
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
