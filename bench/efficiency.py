@@ -44,7 +44,7 @@ def gemm_rate(fast: bool, reps: int) -> float:
 
 
 def run(quick: bool) -> dict:
-    steps, repeats = (10, 3) if quick else (20, 5)
+    steps, repeats = (4, 2) if quick else (10, 4)
     bb = C.backbone(fast=True)
     head = bb.task_head(C.study().tasks[TASK].label_texts)
     train, dev = C.encoded(bb, TASK, "train"), C.encoded(bb, TASK, "dev")

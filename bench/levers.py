@@ -43,7 +43,7 @@ def compiled(bb):
 
 
 def run(quick: bool) -> dict:
-    steps, repeats, with_compile = (30, 2, False) if quick else (30, 3, True)
+    steps, repeats, with_compile = (20, 2, False) if quick else (30, 3, True)
     cfg = C.train_cfg(steps)
     fast, default = C.backbone(fast=True), C.backbone(fast=False)
     head = fast.task_head(C.study().tasks[TASK].label_texts)

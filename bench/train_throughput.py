@@ -111,7 +111,7 @@ def run(quick: bool) -> dict:
     for key, rows in raw.items():
         s = C.stats(C.col(rows, "s"))
         eps = C.stats(examples / x for x in C.col(rows, "s"))
-        out["variants"][key] = {"label": names[key], "seconds": s, "examples_per_s": eps,
+        out["variants"][key] = {"label": names[key], "seconds": s, "seconds_raw": C.col(rows, "s"), "examples_per_s": eps,
                                 "dev": C.col(rows, "dev"), "dev_mean": C.mean(C.col(rows, "dev"))}
     base = out["variants"]["peft"]["seconds"]
     for key in ("pg", "pg128"):

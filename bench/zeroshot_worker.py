@@ -3,10 +3,12 @@
     python bench/zeroshot_worker.py DATA.pt PROMPTS.pt [INDEX ...]
 
 DATA.pt holds {'texts', 'labels', 'label_texts'}; PROMPTS.pt a (K, L, d) tensor; INDEX picks prompts
-(default: all, in one predict_bank pass). Prints one JSON line: the accuracies.
+(default: all, in one predict_bank pass). Prints one JSON line: the accuracies and the seconds the
+scoring took (model already loaded, data tokenized).
 """
 import json
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -24,4 +26,6 @@ cfg = load_config(Path(__file__).resolve().parents[1] / "config.yaml")
 bb = load_backbone("minilm", cfg.backbones["minilm"], default_cache_dir(), fast_matmul=cfg.training.fast_matmul)
 head = bb.task_head(data["label_texts"])
 test = encode_split(bb, data["texts"], data["labels"])
-print(json.dumps(score_bank(bb, head, prompts, test, "accuracy", cfg.training.eval_batch_size, cfg.training.precision)))
+t0 = time.perf_counter()
+scores = score_bank(bb, head, prompts, test, "accuracy", cfg.training.eval_batch_size, cfg.training.precision)
+print(json.dumps({"scores": scores, "eval_s": time.perf_counter() - t0}))

@@ -42,6 +42,9 @@ def expected_counts(cfg: StudyConfig) -> dict:
     if "panda" in cfg.metrics.names:
         counts["panda_metric"] = B * T
     counts.update(collect=1, correlate=1, all=1)
+    if cfg.cross_model is not None:
+        xm = cfg.cross_model
+        counts.update(cross_model=len(xm.projectors) * len(xm.objectives), cross_model_table=1, fig_cross_model=1)
     n_peft = sum(bb.kind != "masked_lm" for bb in cfg.backbones.values())
     if n_peft:
         counts["export_peft"] = n_peft
@@ -52,7 +55,7 @@ def expected_counts(cfg: StudyConfig) -> dict:
 
 
 STUDIES = ["config.yaml", "tests/studies/tiny.yaml", "studies/bigbench-21x9.yaml", "studies/panda-21x9.yaml",
-           "studies/spot.yaml"]
+           "studies/spot.yaml", "studies/su.yaml", "studies/cross-model.yaml"]
 
 
 @pytest.mark.parametrize("study", STUDIES)

@@ -158,3 +158,25 @@ def final_outputs():
 # Cross-model transfer (Su et al. projectors) is wired in workflow/rules/crossmodel.smk when the
 # config has a cross_model section.
 CROSS = CFG.cross_model
+if CROSS is not None:
+    from promptgrid import jobs_crossmodel as XM
+
+    try:
+        XM.check_cross_model(CFG)
+    except ConfigError as err:
+        raise WorkflowError(f"invalid study config: {err}")
+    XM_TRAIN_TASKS = XM.projector_tasks(CFG)
+
+
+def cross_model_inputs(w):
+    """A's prompts of every task; B's prompts of the training tasks (distance) and its baselines."""
+    a, b = CROSS.source_backbone, CROSS.target_backbone
+    inputs = [p for t in XM_TRAIN_TASKS + list(CROSS.held_out) for p in task_prompts(a, t)]
+    inputs += [R(layout.train_runs(b, t)) for t in CROSS.held_out]
+    inputs += [d for t in CROSS.held_out for d in task_data(t)]
+    if w.objective == "distance":
+        inputs += [p for t in XM_TRAIN_TASKS for p in task_prompts(b, t)]
+    else:
+        inputs += [d for t in XM_TRAIN_TASKS for d in task_data(t)]
+    return inputs
+

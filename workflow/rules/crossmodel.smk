@@ -4,27 +4,6 @@
 # Paths come from promptgrid.jobs_crossmodel, which the verbs use too.
 
 if CROSS is not None:
-    from promptgrid import jobs_crossmodel as XM
-
-    try:
-        XM.check_cross_model(CFG)
-    except ConfigError as err:
-        raise WorkflowError(f"invalid study config: {err}")
-
-    XM_TRAIN_TASKS = XM.projector_tasks(CFG)
-
-    def cross_model_inputs(w):
-        """A's prompts of every task; B's prompts of the training tasks (distance) and its baselines."""
-        a, b = CROSS.source_backbone, CROSS.target_backbone
-        inputs = [p for t in XM_TRAIN_TASKS + list(CROSS.held_out) for p in task_prompts(a, t)]
-        inputs += [R(layout.train_runs(b, t)) for t in CROSS.held_out]
-        inputs += [d for t in CROSS.held_out for d in task_data(t)]
-        if w.objective == "distance":
-            inputs += [p for t in XM_TRAIN_TASKS for p in task_prompts(b, t)]
-        else:
-            inputs += [d for t in XM_TRAIN_TASKS for d in task_data(t)]
-        return inputs
-
     rule cross_model:
         input:
             cross_model_inputs,
@@ -78,7 +57,7 @@ if CROSS is not None:
             pdf=R(layout.figure("cross_model", "pdf")),
         params:
             config=CONFIG_JSON,
-            out=R("figures/cross_model"),
+            out=lambda w, output: output.png[: -len(".png")],
         log:
             R("logs/figures/cross_model.log"),
         conda:
