@@ -102,7 +102,9 @@ def human(seconds: float) -> str:
         return f"{seconds / 60:.0f} min"
     if seconds < 86400 * 2:
         return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.0f} d"
+    if seconds < 86400 * 365:
+        return f"{seconds / 86400:.0f} d"
+    return f"{seconds / 86400 / 365:.0f} years"
 
 
 def run(quick: bool, measured: dict | None = None) -> dict:

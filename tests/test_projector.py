@@ -74,14 +74,14 @@ def test_mlp_matches_the_formula_computed_by_hand():
 
 
 def test_linear_maps_each_token_alone_and_the_mlp_mixes_tokens():
-    lin = make_projector("linear", 3, 4, 2, seed=0)
-    P = torch.randn(3, 4)
+    lin = make_projector("linear", 3, 4, 5, seed=0)
+    P = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
     W, b = lin.linear.weight, lin.linear.bias
     assert torch.allclose(lin(P), torch.stack([W @ P[i] + b for i in range(3)]), atol=1e-6)
     Q = P.clone()
     Q[0] += 1.0
     assert torch.allclose(lin(Q)[1:], lin(P)[1:]) and not torch.allclose(lin(Q)[0], lin(P)[0])
-    mlp = make_projector("mlp", 3, 4, 2, hidden=8, seed=0)
+    mlp = make_projector("mlp", 3, 4, 5, hidden=8, seed=0)  # d_b > 2: a 2-wide LayerNorm row is always ±1
     assert not torch.allclose(mlp(Q)[2], mlp(P)[2])
 
 

@@ -136,6 +136,7 @@ def _cache_gguf_conversion(model, tokenizer, folder: Path) -> None:
         model.hf_quantizer = None
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a shared cluster cache must stay readable to others
         try:
             os.replace(tmp, folder)
         except OSError:

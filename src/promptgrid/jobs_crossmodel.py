@@ -257,8 +257,8 @@ def cross_model_bars(table: pd.DataFrame):
     lo, hi = min(0.0, table["gain"].min()), max(0.0, table["gain"].max())
     pad = max(1.0, 0.1 * (hi - lo))
     with plots.matplotlib.rc_context(plots._STYLE):
-        fig = plots._new_figure(max(4.5, 0.5 + (1.2 + 0.6 * len(tasks)) * len(projectors)),
-                                1.2 + 2.6 * len(objectives))
+        panel_width = max(3.2, 1.2 + 0.9 * len(tasks) * len(modes) / 2)
+        fig = plots._new_figure(0.8 + panel_width * len(projectors), 1.6 + 2.8 * len(objectives))
         axes = np.atleast_2d(fig.subplots(len(objectives), len(projectors), squeeze=False, sharey=True))
         for i, obj in enumerate(objectives):
             for j, proj in enumerate(projectors):
@@ -271,19 +271,19 @@ def cross_model_bars(table: pd.DataFrame):
                             errorbar="sd", capsize=0.15, err_kws={"linewidth": 1.0}, ax=ax)
                 ax.axhline(0.0, color="0.3", linewidth=0.8)
                 ax.set_ylim(lo - pad, hi + pad)
-                ax.set_title(f"{proj} projector, {obj} objective", fontsize="medium")
+                ax.set_title(f"{proj} projector\n{obj} objective", fontsize="medium")
                 ax.set_xlabel("held-out task" if i == len(objectives) - 1 else "")
-                ax.set_ylabel("gain over B's own prompt (points)" if j == 0 else "")
+                ax.set_ylabel("gain (score points)" if j == 0 else "")
                 legend = ax.get_legend()
                 if legend is not None:
                     legend.remove()
         handles, labels = next(((h, l) for h, l in (ax.get_legend_handles_labels() for ax in axes.flat) if h),
                                ([], []))
         if handles:
-            fig.legend(handles, labels, title="mode", loc="outside right upper", fontsize="small",
-                       title_fontsize="small")
-        fig.suptitle(plots._wrap(f"Cross-model transfer {pair}: projected prompts vs. B's own prompt "
-                                 f"(seed mean ± SD)", fig, 0.9), fontweight="bold")
+            fig.legend(handles, labels, title="mode", loc="outside lower center", ncols=len(labels),
+                       fontsize="small", title_fontsize="small")
+        fig.suptitle(plots._wrap(f"Cross-model transfer {pair}: score of the projected prompt minus B's own "
+                                 f"prompt (seed mean ± SD)", fig, 0.9), fontweight="bold", fontsize="medium")
     return fig
 
 
