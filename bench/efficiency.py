@@ -80,20 +80,20 @@ def run(quick: bool) -> dict:
     rates = {k: C.stats(C.col(v, "flops")) for k, v in raw.items()}
     out = {"n_params": n_params, "steps": steps, "repeats": repeats, "gflops": {
         k: {q: v[q] / 1e9 for q in ("min", "median", "max")} for k, v in rates.items()}}
-    fp32, onednn = rates["gemm_fp32"]["median"], rates["gemm_onednn"]["median"]
     rows = [["torch.mm 2048^3 fp32 (torch default)", C.triple(out["gflops"]["gemm_fp32"], 1), "", ""],
             ["torch.mm 2048^3, oneDNN fp32_precision=bf16", C.triple(out["gflops"]["gemm_onednn"], 1), "", ""]]
     out["efficiency"] = {}
+    # each repeat's step rate over the GEMM rate of the same repeat (measured moments apart), then the median
+    paired = lambda K, gemm: C.stats(a["flops"] / b["flops"] for a, b in zip(raw[f"K{K}"], raw[gemm]))["median"]
     for K in (1, 2, 12):
-        med = rates[f"K{K}"]["median"]
-        out["efficiency"][f"K{K}"] = {"vs_onednn": med / onednn, "vs_fp32": med / fp32}
+        e = out["efficiency"][f"K{K}"] = {"vs_onednn": paired(K, "gemm_onednn"), "vs_fp32": paired(K, "gemm_fp32")}
         rows.append([f"promptgrid step, bank K={K} ({K * cfg.batch_size} rows x {L}+{bb.cfg.max_length} tokens)",
-                     C.triple(out["gflops"][f"K{K}"], 1), f"{100 * med / onednn:.0f}%", f"{100 * med / fp32:.0f}%"])
-    best = max(v["vs_onednn"] for v in out["efficiency"].values())
-    out["goal"] = {"best_vs_onednn": best, "train_job_vs_onednn": out["efficiency"]["K2"]["vs_onednn"],
-                   "met": best >= 0.6}
-    out["table"] = C.md_table(["what", "GFLOP/s min / median / max", "of oneDNN GEMM rate",
-                               "of fp32 GEMM rate"], rows)
+                     C.triple(out["gflops"][f"K{K}"], 1), f"{100 * e['vs_onednn']:.0f}%", f"{100 * e['vs_fp32']:.0f}%"])
+    # judged on K = 12: the transfer jobs, where the default study spends most of its training steps
+    k12 = out["efficiency"]["K12"]["vs_onednn"]
+    out["goal"] = {"transfer_job_vs_onednn": k12, "met": k12 >= 0.6}
+    out["table"] = C.md_table(["what", "GFLOP/s min / median / max", "of oneDNN GEMM rate (paired median)",
+                               "of fp32 GEMM rate (paired median)"], rows)
     print(f"N (matmul weights) = {n_params / 1e6:.2f} M")
     print(out["table"])
     return out
