@@ -14,7 +14,7 @@ TASK = "medicine_text"
 
 def run(quick: bool) -> dict:
     # quick: 20 dev examples (evaluation would otherwise be most of the time); full: the study's 50
-    steps, repeats, n_dev, sizes = (5, 2, 20, (1, 4, 8, 16)) if quick else (10, 3, 50, (1, 4, 8, 16))
+    steps, repeats, n_dev, sizes = (3, 2, 20, (1, 4, 8, 16)) if quick else (10, 3, 50, (1, 4, 8, 16))
     bb = C.backbone(fast=True)
     head = bb.task_head(C.study().tasks[TASK].label_texts)
     train = C.encoded(bb, TASK, "train")

@@ -130,12 +130,13 @@ def run(quick: bool, measured: dict | None = None) -> dict:
                                 "jobs_dag": dag.get(name, {}).get("jobs"), "wall_s": est,
                                 "training_runs": runs * len(cfg.backbones)}
         rows.append([name, f"{len(cfg.sources)} x {len(cfg.targets)} x {len(cfg.seeds)} x {len(cfg.backbones)}",
-                     cfg.training.steps, runs * len(cfg.backbones), dag.get(name, {}).get("jobs") or len(jobs)]
+                     cfg.training.steps, runs * len(cfg.backbones),
+                     f"{len(jobs)}" + (f" ({dag[name]['jobs']})" if dag.get(name, {}).get("jobs") else "")]
                     + [human(est[n]) for n in NODES])
     logged = m["overhead"].get("study_wall_s")
     out["default_logged_s"] = logged
     out["table"] = C.md_table(["study", "sources x targets x seeds x models", "steps", "training runs",
-                               "jobs"] + [f"{n} node{'s' if n > 1 else ''}" for n in NODES], rows)
+                               "jobs modelled (dry run)"] + [f"{n} node{'s' if n > 1 else ''}" for n in NODES], rows)
     print(out["table"])
     if logged:
         print(f"default study, summed job wall from its logs: {human(logged)} "

@@ -77,7 +77,7 @@ class PeftLoop:
 
 
 def run(quick: bool) -> dict:
-    steps, repeats = (30, 3) if quick else (60, 5)
+    steps, repeats = (30, 2) if quick else (60, 5)
     cfg = C.train_cfg(steps)
     bb = C.backbone(fast=True)
     max_length = C.study().backbones["minilm"].max_length
