@@ -32,7 +32,11 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from promptgrid import packing
 from promptgrid.config import BackboneConfig
+
+
+PACKABLE_MODEL_TYPES = ("bert",)
 
 
 class BackboneError(RuntimeError):
@@ -278,6 +282,16 @@ class EncoderBackbone(Backbone):
         with torch.inference_mode():
             emb = F.normalize(self._pool_plain(list(label_texts)).float(), dim=-1)
         return TaskHead(list(label_texts), label_embeddings=emb.clone())
+
+    def pooled(self, prompts, batch):
+        """Mean-pooled last hidden state (B, h); uneven batches run packed (promptgrid.packing)."""
+        embeds, mask = self.prompted_inputs(prompts, batch)
+        # only for models whose default position ids are 0..n-1 (BERT); RoBERTa-style offsets differ
+        if getattr(self.model.config, "model_type", None) in PACKABLE_MODEL_TYPES and packing.packing_saves(mask):
+            return packing.packed_mean_pool(self.model, embeds, mask)
+        hidden = self._hidden(embeds, mask)
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
 
     def logits(self, prompts, batch, head):
         pooled = F.normalize(self.pooled(prompts, batch).float(), dim=-1)
