@@ -23,8 +23,14 @@ TRANSFER_METHODS = ("zeroshot", "vanilla", "panda", "spot_topk")
 PROMPT_METRICS = ("cos_avg", "token_cos", "c_con", "e_con", "e_ave", "max")
 MODEL_METRICS = ("on", "panda")
 ALL_METRICS = PROMPT_METRICS + MODEL_METRICS
-TASK_METRICS = ("accuracy", "macro_f1")
 TASK_KINDS = ("classification", "regression", "span_qa", "ner")
+#: the task metrics each task kind allows; the first is its default
+KIND_METRICS = {"classification": ("accuracy", "macro_f1"), "regression": ("pearson", "spearman"),
+                "span_qa": ("squad_f1", "squad_em"), "ner": ("ner_f1",)}
+TASK_METRICS = tuple(dict.fromkeys(m for ms in KIND_METRICS.values() for m in ms))
+#: task keys added after studies had been run: at these values they drop out of the config hashes
+#: (``StudyConfig.section_hash``), so adding them left every existing result valid
+_HASH_NEUTRAL_TASK_KEYS = {"label_range": [0.0, 5.0], "tag_names": None, "max_new_tokens": 32}
 
 
 class ConfigError(ValueError):
@@ -81,9 +87,22 @@ class TaskConfig:
     max_test: int = field(default=200, metadata={"help": "cap on test examples"})
     dev_fraction: float = field(default=0.1, metadata={"help": "share of examples hashed into dev"})
     test_fraction: float = field(default=0.1, metadata={"help": "share of examples hashed into test"})
-    metric: str = field(default="accuracy", metadata={"help": "accuracy | macro_f1"})
+    metric: Optional[str] = field(default=None, metadata={
+        "help": "classification: accuracy (default) | macro_f1; regression: pearson (default) | spearman; "
+                "span_qa: squad_f1 (default) | squad_em; ner: ner_f1"})
     empty_text: str = field(default="drop", metadata={"help": "rows with empty text: drop (with a warning) | error"})
-    kind: str = field(default="classification", metadata={"help": "classification | regression | span_qa | ner"})
+    kind: str = field(default="classification", metadata={
+        "help": "classification | regression (labels: a low and a high word; score in label_range) | span_qa "
+                "(SQuAD-format records) | ner (CoNLL-format records)"})
+    label_range: list = field(default_factory=lambda: [0.0, 5.0], metadata={
+        "help": "regression: [min, max] of the gold scores; prediction = min + (max - min) * "
+                "sigmoid(logit(high word) - logit(low word))"})
+    tag_names: Optional[list] = field(default=None, metadata={
+        "help": "ner: BIO tag names that integer ner_tags index; default: the HF dataset's ClassLabel names, "
+                "else CoNLL-2003's"})
+    max_new_tokens: int = field(default=32, metadata={
+        "help": "span_qa / ner on causal_lm / seq2seq: greedy decoding length, and the cap on training "
+                "target tokens (EOS included)"})
 
     def __post_init__(self):
         if self.kind not in TASK_KINDS:
@@ -94,7 +113,12 @@ class TaskConfig:
             raise ConfigError("source", f"unknown data source {self.source!r}; choose one of {list(DATA_SOURCES)}")
         if not isinstance(self.labels, dict) or (self.kind == "classification" and len(self.labels) < 2):
             raise ConfigError("labels", "a classification task needs at least two labels (raw value -> label text)")
+        if self.kind == "regression" and len(self.labels) != 2:
+            raise ConfigError("labels", f"a regression task needs exactly two label words, the low one then the high "
+                                        f"one (e.g. {{low: 'no', high: 'yes'}}); got {len(self.labels)}")
         self.labels = {str(k): str(v) for k, v in self.labels.items()}
+        if self.kind == "regression" and set(self.labels) == {"low", "high"}:
+            self.labels = {"low": self.labels["low"], "high": self.labels["high"]}
         if len(set(self.labels.values())) != len(self.labels):
             raise ConfigError("labels", "two labels share one label text")
         if not self.text_fields:
@@ -104,11 +128,31 @@ class TaskConfig:
                 raise ConfigError(key, "must be >= 1")
         if not (0 < self.dev_fraction < 1 and 0 < self.test_fraction < 1 and self.dev_fraction + self.test_fraction < 1):
             raise ConfigError("dev_fraction", "dev_fraction and test_fraction must be in (0, 1) and sum below 1")
-        if self.metric not in TASK_METRICS:
-            raise ConfigError("metric", f"unknown metric {self.metric!r}; choose one of {list(TASK_METRICS)}")
+        allowed = KIND_METRICS[self.kind]
+        if self.metric is None:
+            self.metric = allowed[0]
+        if self.metric not in allowed:
+            raise ConfigError("metric", f"unknown metric {self.metric!r} for a {self.kind} task; choose one of "
+                                        f"{list(allowed)}")
+        rng = self.label_range
+        if (not isinstance(rng, list) or len(rng) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng)):
+            raise ConfigError("label_range", f"must be a list of two numbers [min, max]; got {rng!r}")
+        self.label_range = [float(rng[0]), float(rng[1])]
+        if not self.label_range[0] < self.label_range[1]:
+            raise ConfigError("label_range", f"min must be below max; got {rng!r}")
+        if self.tag_names is not None:
+            if not isinstance(self.tag_names, list) or not self.tag_names:
+                raise ConfigError("tag_names", "must be a non-empty list of tag names")
+            for i, name in enumerate(self.tag_names):
+                if not isinstance(name, str) or not (name == "O" or (name[:2] in ("B-", "I-") and len(name) > 2)):
+                    raise ConfigError(f"tag_names[{i}]", f"{name!r} is not O, B-<type> or I-<type>")
+        if self.max_new_tokens < 1:
+            raise ConfigError("max_new_tokens", "must be >= 1")
 
     @property
     def label_texts(self) -> list:
+        """Label words in class order; regression: [low word, high word]."""
         return list(self.labels.values())
 
 
@@ -308,6 +352,10 @@ class StudyConfig:
     def section_hash(self, *keys: str, task: Optional[str] = None, backbone: Optional[str] = None) -> str:
         """Short hash of the config parts a job depends on, so a change reruns only those jobs."""
         d = self.to_dict()
+        for task_dict in d["tasks"].values():
+            for key, neutral in _HASH_NEUTRAL_TASK_KEYS.items():
+                if key in task_dict and task_dict[key] == neutral:
+                    del task_dict[key]
         parts = {}
         for k in keys:  # "metrics.panda_examples" picks one value out of a section
             value = d

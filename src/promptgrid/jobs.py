@@ -20,7 +20,7 @@ from promptgrid.io import load_prompt, provenance, read_table, save_prompt, writ
 
 
 class Study:
-    """A loaded study config plus cached backbones, splits and label heads."""
+    """A loaded study config plus cached backbones, splits, label heads and task objectives."""
 
     def __init__(self, cfg: StudyConfig, config_path: Optional[Path] = None):
         self.cfg = cfg
@@ -29,6 +29,7 @@ class Study:
         self._backbones: dict = {}
         self._encoded: dict = {}
         self._heads: dict = {}
+        self._objectives: dict = {}
 
     @classmethod
     def from_file(cls, path) -> "Study":
@@ -66,21 +67,41 @@ class Study:
         return load_split(self.path(layout.data(task, split)), self.cfg.tasks[task])
 
     def encoded(self, backbone: str, task: str, split: str, limit: Optional[int] = None):
-        from promptgrid.training import encode_split
-
+        """A split encoded by the task's objective (classification: an ``EncodedSplit`` of ids and labels)."""
         key = (backbone, task, split, limit)
         if key not in self._encoded:
             df = self.split(task, split)
             if limit is not None:
                 df = df.iloc[:limit]
-            self._encoded[key] = encode_split(self.backbone(backbone), df["text"], df["label"])
+            self._encoded[key] = self.objective(backbone, task).encode(df)
         return self._encoded[key]
 
     def head(self, backbone: str, task: str):
+        """The label head of a classification or regression task (its label words)."""
+        kind = self.cfg.tasks[task].kind
+        if kind not in ("classification", "regression"):
+            raise ValueError(f"task {task!r} is a {kind} task: it has no label words, so no label head")
         key = (backbone, task)
         if key not in self._heads:
             self._heads[key] = self.backbone(backbone).task_head(self.cfg.tasks[task].label_texts)
         return self._heads[key]
+
+    def objective(self, backbone: str, task: str):
+        """What training optimises and scoring measures for ``task`` on ``backbone`` (:mod:`promptgrid.objectives`)."""
+        key = (backbone, task)
+        if key not in self._objectives:
+            from promptgrid.objectives import ClassificationObjective, RegressionObjective, make_objective
+
+            tcfg = self.cfg.tasks[task]
+            bb = self.backbone(backbone)
+            if tcfg.kind == "classification":
+                obj = ClassificationObjective(bb, self.head(backbone, task), tcfg.metric)
+            elif tcfg.kind == "regression":
+                obj = RegressionObjective(bb, tcfg, head=self.head(backbone, task))
+            else:
+                obj = make_objective(bb, tcfg, task=task)
+            self._objectives[key] = obj
+        return self._objectives[key]
 
     def task_prompt(self, backbone: str, task: str, seed: int, early: bool = False) -> torch.Tensor:
         bb = self.backbone(backbone)
@@ -95,9 +116,11 @@ class Study:
         from_file = None
         if self.cfg.prompt.init == "file":
             from_file, _ = load_prompt(self.cfg.prompt.init_file, expect_dim=bb.embed_dim)
-        head = self.head(backbone, task)
-        label_ids = head.label_token_ids or [bb.tokenizer(t, add_special_tokens=False)["input_ids"]
-                                             for t in head.label_texts]
+        label_ids = None  # tasks without label words (span_qa, ner) start from sampled vocabulary
+        if self.cfg.tasks[task].kind in ("classification", "regression"):
+            head = self.head(backbone, task)
+            label_ids = head.label_token_ids or [bb.tokenizer(t, add_special_tokens=False)["input_ids"]
+                                                 for t in head.label_texts]
         return init_prompt(self.cfg.prompt, bb.embed_layer.weight, seed, label_ids, from_file)
 
 
@@ -108,10 +131,6 @@ def prepare(study: Study, task: str) -> None:
     cfg = study.cfg
     if task not in cfg.tasks:
         raise KeyError(f"task {task!r} is not defined in the config")
-    if cfg.tasks[task].kind != "classification":
-        raise ValueError(f"task {task!r} is a {cfg.tasks[task].kind} task: the grid trains classification tasks "
-                         f"only so far (promptgrid.generation scores span QA and NER, but is not wired into the "
-                         f"grid yet)")
     t0 = time.time()
     splits = prepare_task(cfg.tasks[task], task, cfg.cache_path)
     h = study.config_hash(task=task)
@@ -132,19 +151,19 @@ def _curves_frame(backbone, task, method, results, sources, seeds) -> pd.DataFra
 
 def train(study: Study, backbone: str, task: str) -> None:
     """Train the task's own prompt (source prompt / target baseline) for every seed, in one bank."""
-    from promptgrid.training import RunSpec, score_bank, train_runs
+    from promptgrid.training import RunSpec, train_runs
 
     cfg = study.cfg
     bb = study.backbone(backbone)
-    head = study.head(backbone, task)
+    objective = study.objective(backbone, task)
     tr, dev, test = (study.encoded(backbone, task, s) for s in ("train", "dev", "test"))
     runs = [RunSpec(f"seed{seed}", seed, study.fresh_init(backbone, task, seed)) for seed in cfg.seeds]
     h = study.config_hash("prompt", "training", "seeds", task=task, backbone=backbone)
-    results = train_runs(bb, head, tr, dev, runs, cfg.training, cfg.tasks[task].metric,
+    results = train_runs(bb, objective, tr, dev, runs, cfg.training,
                          checkpoint=study.path(layout.checkpoint("train", backbone, task)), checkpoint_key=h,
                          label=f"train {backbone}/{task}")
-    scores = score_bank(bb, head, torch.stack([r.best_prompt for r in results]), test, cfg.tasks[task].metric,
-                        cfg.training.eval_batch_size, cfg.training.precision)
+    scores = objective.score(torch.stack([r.best_prompt for r in results]), test, cfg.training.eval_batch_size,
+                             cfg.training.precision)
     for seed, r in zip(cfg.seeds, results):
         meta = study.meta(h, seed=seed, backbone=backbone, task=task, step=r.best_step, role="task",
                           dev_score=r.best_dev)
@@ -170,17 +189,15 @@ def _source_prompts(study: Study, backbone: str, exclude=(), early=False) -> dic
 
 def zeroshot(study: Study, backbone: str, target: str) -> None:
     """Every source prompt (every seed) evaluated unchanged on the target's test split, in one pass."""
-    from promptgrid.training import score_bank
     from promptgrid.transfer import zeroshot_scores
 
     cfg = study.cfg
-    bb = study.backbone(backbone)
-    head = study.head(backbone, target)
+    objective = study.objective(backbone, target)
     test = study.encoded(backbone, target, "test")
     prompts = _source_prompts(study, backbone)
     t0 = time.time()
-    scores = zeroshot_scores(lambda p: score_bank(bb, head, p, test, cfg.tasks[target].metric,
-                                                  cfg.training.eval_batch_size, cfg.training.precision), prompts)
+    scores = zeroshot_scores(lambda p: objective.score(p, test, cfg.training.eval_batch_size, cfg.training.precision),
+                             prompts)
     df = pd.DataFrame([{"backbone": backbone, "source": s, "target": target, "method": "zeroshot", "seed": seed,
                         "score": v} for (s, seed), v in scores.items()])
     h = study.config_hash("prompt", "training", "seeds", "sources", task=target, backbone=backbone)
@@ -203,13 +220,12 @@ def _similarities_for(study: Study, backbone: str, target: str, metric: str) -> 
 
 def transfer(study: Study, backbone: str, target: str, method: str) -> None:
     """Train every transfer run of ``method`` into ``target`` in one prompt bank."""
-    from promptgrid.training import score_bank, train_runs
+    from promptgrid.training import RunSpec, train_runs
     from promptgrid.transfer import panda_runs, spot_topk_init, vanilla_runs
-    from promptgrid.training import RunSpec
 
     cfg = study.cfg
     bb = study.backbone(backbone)
-    head = study.head(backbone, target)
+    objective = study.objective(backbone, target)
     tr, dev, test = (study.encoded(backbone, target, s) for s in ("train", "dev", "test"))
     kd = None
     extra = {}
@@ -243,11 +259,11 @@ def transfer(study: Study, backbone: str, target: str, method: str) -> None:
     else:
         raise ValueError(f"unknown trained transfer method {method!r}")
     h = study.config_hash("prompt", "training", "seeds", "sources", "transfer", task=target, backbone=backbone)
-    results = train_runs(bb, head, tr, dev, runs, cfg.training, cfg.tasks[target].metric, kd=kd,
+    results = train_runs(bb, objective, tr, dev, runs, cfg.training, kd=kd,
                          checkpoint=study.path(layout.checkpoint(method, backbone, target)), checkpoint_key=h,
                          label=f"{method} {backbone}/->{target}")
-    scores = score_bank(bb, head, torch.stack([r.best_prompt for r in results]), test, cfg.tasks[target].metric,
-                        cfg.training.eval_batch_size, cfg.training.precision)
+    scores = objective.score(torch.stack([r.best_prompt for r in results]), test, cfg.training.eval_batch_size,
+                             cfg.training.precision)
     for (src, seed), r in zip(pairs, results):
         save_prompt(study.path(layout.transfer_prompt(backbone, method, target, src, seed)), r.best_prompt,
                     study.meta(h, seed=seed, backbone=backbone, task=target, source=src, method=method,

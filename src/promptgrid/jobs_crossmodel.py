@@ -88,6 +88,12 @@ def check_cross_model(cfg: StudyConfig) -> None:
                                                   f"the projector needs at least one task to train on")
     if cm.source_backbone == cm.target_backbone:
         raise ConfigError("cross_model.target_backbone", "must differ from source_backbone")
+    if "task" in cm.objectives:
+        other = [t for t in projector_tasks(cfg) if cfg.tasks[t].kind != "classification"]
+        if other:
+            raise ConfigError("cross_model.objectives", f"the 'task' objective trains the projector through "
+                                                        f"classification heads; tasks {other} are not "
+                                                        f"classification tasks (hold them out or use 'distance')")
 
 
 def projector_tasks(cfg: StudyConfig) -> list:
@@ -142,7 +148,7 @@ def cross_model(study: Study, projector: str, objective: str) -> None:
 
     from promptgrid.io import atomic_path
     from promptgrid.projector import ProjectionTask, make_projector, project, train_distance, train_task
-    from promptgrid.training import RunSpec, score_bank, train_runs
+    from promptgrid.training import RunSpec, train_runs
 
     cfg = study.cfg
     check_cross_model(cfg)
@@ -181,18 +187,17 @@ def cross_model(study: Study, projector: str, objective: str) -> None:
 
     rows, curves = [], []
     for task in cm.held_out:
-        metric = cfg.tasks[task].metric
-        head = study.head(b, task)
+        task_objective = study.objective(b, task)
         tr, dev, test = (study.encoded(b, task, s) for s in ("train", "dev", "test"))
         baseline = _baseline_scores(study, b, task)
         projected = project(g, _prompts(study, a, [task], seeds))  # (S, L, d_b)
-        zs = score_bank(bb, head, projected, test, metric, cfg.training.eval_batch_size, cfg.training.precision)
+        zs = task_objective.score(projected, test, cfg.training.eval_batch_size, cfg.training.precision)
         runs = [RunSpec(f"seed{s}", s, projected[k]) for k, s in enumerate(seeds)]
-        results = train_runs(bb, head, tr, dev, runs, cfg.training, metric,
+        results = train_runs(bb, task_objective, tr, dev, runs, cfg.training,
                              checkpoint=study.path(layout.checkpoint(f"crossmodel_{projector}_{objective}", b, task)),
                              checkpoint_key=h, label=f"{label} init ->{task}")
-        tuned = score_bank(bb, head, torch.stack([r.best_prompt for r in results]), test, metric,
-                           cfg.training.eval_batch_size, cfg.training.precision)
+        tuned = task_objective.score(torch.stack([r.best_prompt for r in results]), test,
+                                     cfg.training.eval_batch_size, cfg.training.precision)
         for k, s in enumerate(seeds):
             meta = study.meta(h, seed=s, backbone=b, task=task, source_backbone=a, projector=projector,
                               objective=objective)

@@ -17,6 +17,15 @@ column          dtype    meaning
 Raw labels are compared as strings with the (string) keys of ``TaskConfig.labels``; integral
 floats read as ints (``1.0`` -> ``"1"``) and booleans as ``"True"``/``"False"``.
 
+Other task kinds:
+
+- ``regression``: the same four columns, but ``label`` is the gold score (float64, inside
+  ``TaskConfig.label_range``) and ``label_text`` its spelling (``"3.8"``).
+- ``span_qa`` / ``ner``: the text-to-text frame of :mod:`promptgrid.generation` (``id``, ``text``,
+  ``targets``: list[str]) built from SQuAD-format / CoNLL-format records by ``squad_frame`` /
+  ``conll_frame``, plus any other columns those readers add; list columns survive the parquet
+  round trip and come back from :func:`load_split` as Python lists.
+
 Split: h = sha256(f"{name}:{id}") read as a number in [0, 1); an example goes to test if
 h < test_fraction, to dev if h < test_fraction + dev_fraction, else to train. Each split is then
 ordered by h and cut to its cap (max_train / max_dev / max_test). The result depends only on the
@@ -56,6 +65,8 @@ from promptgrid.io import atomic_write_bytes, atomic_write_text, read_table, wri
 
 SPLITS = ("train", "dev", "test")
 COLUMNS = ("id", "text", "label", "label_text")
+TEXT_COLUMNS = ("id", "text", "targets")  # = generation.TEXT2TEXT_COLUMNS
+TEXT_KINDS = ("span_qa", "ner")
 LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 
 BIGBENCH_VERSION = "1.0.0"
@@ -264,6 +275,7 @@ def read_hf(task: TaskConfig) -> pd.DataFrame:
     except Exception as err:  # datasets raises many types (hub, file, builder errors); add which dataset
         raise DataError(f"could not load {where}: {type(err).__name__}: {err}") from err
     df = ds.to_pandas()
+    df.attrs["class_names"] = _class_label_names(ds.features)
     feature = ds.features.get(task.label_field)
     if isinstance(feature, datasets.ClassLabel) and task.label_field in df.columns:
         wanted = set(task.labels)
@@ -271,6 +283,24 @@ def read_hf(task: TaskConfig) -> pd.DataFrame:
             names = feature.names
             df[task.label_field] = [names[v] if 0 <= v < len(names) else v for v in df[task.label_field]]
     return df
+
+
+def _class_label_names(features) -> dict:
+    """Column -> names of its ClassLabel, for ClassLabel columns and lists (Sequence / List) of them."""
+    import datasets
+
+    out = {}
+    for col, feat in features.items():
+        for _ in range(4):  # a ClassLabel, or a list of them, possibly nested
+            if isinstance(feat, list):
+                feat = feat[0] if feat else None
+            elif not isinstance(feat, datasets.ClassLabel):
+                feat = getattr(feat, "feature", None)
+            if isinstance(feat, datasets.ClassLabel) or feat is None:
+                break
+        if isinstance(feat, datasets.ClassLabel):
+            out[col] = list(feat.names)
+    return out
 
 
 def _hf_name(task: TaskConfig) -> str:
@@ -412,12 +442,7 @@ def normalise(raw, task: TaskConfig, source: str) -> pd.DataFrame:
             raise DataError(f"{source} row {rows[i]}: empty id in column '{id_field}'")
     else:
         ids = pd.Series([str(i) for i in range(len(df))], dtype=object)
-    dup = ids.duplicated(keep=False).to_numpy()
-    if dup.any():
-        first = ids[dup].iloc[0]
-        at = rows[(ids == first).to_numpy()].tolist()
-        raise DataError(f"{source}: duplicate id {first!r} at rows {at} ({int(dup.sum())} rows share an id); "
-                        f"ids in column '{id_field}' must be unique")
+    _check_unique_ids(ids, rows, source, id_field)
 
     parts = [[_as_text(v) for v in df[f]] for f in task.text_fields]
     text = ["\n".join(p) for p in zip(*parts)]
@@ -434,6 +459,11 @@ def normalise(raw, task: TaskConfig, source: str) -> pd.DataFrame:
         df, ids, rows = df[keep].reset_index(drop=True), ids[keep].reset_index(drop=True), rows[keep]
         text = [t for t, k in zip(text, keep) if k]
 
+    if task.kind == "regression":
+        out = pd.DataFrame({"id": ids.tolist(), "text": text, **_regression_labels(df[label_field], task, source,
+                                                                                   rows, ids, label_field)})
+        _refuse_canary(out, source)
+        return out
     keys = [_as_key(v) for v in df[label_field]]
     order = {k: j for j, k in enumerate(task.labels)}
     bad = np.array([k not in order for k in keys])
@@ -451,6 +481,79 @@ def normalise(raw, task: TaskConfig, source: str) -> pd.DataFrame:
     })
     _refuse_canary(out, source)
     return out
+
+
+def _check_unique_ids(ids: pd.Series, rows: np.ndarray, source: str, id_field) -> None:
+    dup = ids.duplicated(keep=False).to_numpy()
+    if dup.any():
+        first = ids[dup].iloc[0]
+        at = rows[(ids == first).to_numpy()].tolist()
+        raise DataError(f"{source}: duplicate id {first!r} at rows {at} ({int(dup.sum())} rows share an id); "
+                        f"ids in column '{id_field}' must be unique")
+
+
+def _as_score(v) -> Optional[float]:
+    if _is_missing(v) or isinstance(v, (bool, np.bool_)):
+        return None
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _regression_labels(values: pd.Series, task: TaskConfig, source: str, rows, ids, label_field: str) -> dict:
+    """Gold scores of a regression task: {'label': float64 array, 'label_text': spellings}."""
+    lo, hi = task.label_range
+    scores = [_as_score(v) for v in values]
+    bad = np.array([x is None or not lo <= x <= hi for x in scores])
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{source} row {rows[i]} (id {ids[i]!r}): label {_plain(values.iloc[i])!r} in column "
+                        f"'{label_field}' is not a number in label_range [{lo:g}, {hi:g}] ({int(bad.sum())} rows "
+                        f"affected; set tasks.<name>.label_range)")
+    return {"label": np.array(scores, dtype=np.float64), "label_text": [f"{x:g}" for x in scores]}
+
+
+def text2text_examples(raw: pd.DataFrame, task: TaskConfig, source: str) -> pd.DataFrame:
+    """Raw SQuAD-format (span_qa) or CoNLL-format (ner) records -> the text-to-text frame.
+
+    The id is the ``id_field`` column if configured, else an ``id`` column, else the row position.
+    ReCoRD-layout records (``passage``, ``query``, ``answers`` list) read as context, question, answers.
+    NER tags are the ``ner_tags`` column, else the ``label_field`` column; integer tags index
+    ``tag_names``, else the HF dataset's ClassLabel names of that column, else CoNLL-2003's.
+    """
+    from promptgrid.generation import CONLL2003_NER_LABELS, conll_frame, squad_frame
+
+    class_names = dict(raw.attrs.get("class_names") or {})
+    raw = raw.copy()
+    if task.id_field:
+        if task.id_field not in raw.columns:
+            raise DataError(f"{source}: column '{task.id_field}' is missing (columns present: "
+                            f"{[str(c) for c in raw.columns]})")
+        raw["id"] = [_as_key(v) for v in raw[task.id_field]]
+    elif "id" not in raw.columns:
+        raw["id"] = [str(i) for i in range(len(raw))]
+    if len(raw) == 0:
+        raise DataError(f"{source} is empty (no rows)")
+    if task.kind == "span_qa":
+        if not {"context", "question"} & set(raw.columns) and {"passage", "query", "answers"} <= set(raw.columns):
+            # ReCoRD layout (super_glue/record): answers is a plain list, the query holds an @placeholder
+            answers = [[str(a) for a in (v.tolist() if isinstance(v, np.ndarray) else v or [])]
+                       for v in raw["answers"]]
+            raw = raw.assign(context=raw["passage"], question=raw["query"], answers=[
+                {"text": a, "answer_start": [str(p).find(x) for x in a]} for a, p in zip(answers, raw["passage"])])
+        df = squad_frame(raw, source=source)
+    else:
+        tags = "ner_tags"
+        if tags not in raw.columns and task.label_field in raw.columns:
+            raw = raw.rename(columns={task.label_field: tags})
+            class_names.setdefault(tags, class_names.get(task.label_field))
+        names = task.tag_names or class_names.get(tags) or list(CONLL2003_NER_LABELS)
+        df = conll_frame(raw, source=source, label_names=names)
+    _check_unique_ids(df["id"], np.arange(1, len(df) + 1), source, task.id_field or "id")
+    _refuse_canary(df, source)
+    return df
 
 
 def _refuse_canary(df: pd.DataFrame, source: str) -> None:
@@ -490,6 +593,8 @@ def split_examples(df: pd.DataFrame, name: str, task: TaskConfig) -> dict:
 def prepare_task(task: TaskConfig, name: str, cache_dir, *, archive=None) -> dict:
     """Load -> normalise -> split: {'train','dev','test'} normalised DataFrames for task ``name``."""
     raw, source = load_raw(task, cache_dir, archive=archive)
+    if task.kind in TEXT_KINDS:
+        return split_examples(text2text_examples(raw, task, source), name, task)
     return split_examples(normalise(raw, task, source), name, task)
 
 
@@ -503,25 +608,43 @@ def write_splits(splits: dict, out_dir, meta: dict) -> dict:
         if split not in splits:
             raise DataError(f"write_splits: no '{split}' split (got {sorted(splits)})")
         df = splits[split]
-        missing = [c for c in COLUMNS if c not in df.columns]
+        text2text = "targets" in df.columns  # span_qa / ner: every column is kept, the required ones first
+        required = TEXT_COLUMNS if text2text else COLUMNS
+        missing = [c for c in required if c not in df.columns]
         if missing:
             raise DataError(f"write_splits: the {split} split lacks columns {missing} (has {list(df.columns)})")
         _refuse_canary(df, f"{split} split")
         paths[split] = Path(out_dir) / f"{split}.parquet"
-        write_table(df[list(COLUMNS)].reset_index(drop=True), paths[split],
+        columns = list(required) + ([c for c in df.columns if c not in required] if text2text else [])
+        write_table(df[columns].reset_index(drop=True), paths[split],
                     {**meta, "split": split, "n_examples": int(len(df))})
     return paths
+
+
+def _python(v):
+    """Parquet list / struct cells (numpy arrays, dicts of them) as plain Python lists and dicts."""
+    if isinstance(v, np.ndarray):
+        return [_python(x) for x in v.tolist()] if v.dtype != object else [_python(x) for x in v]
+    if isinstance(v, (list, tuple)):
+        return [_python(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _python(x) for k, x in v.items()}
+    return v.item() if isinstance(v, np.generic) else v
 
 
 def load_split(path, task: TaskConfig) -> pd.DataFrame:
     """Read a split written by :func:`write_splits` and check it against ``task``'s labels."""
     path = Path(path)
     df = read_table(path)
-    for col in COLUMNS:
+    for col in (TEXT_COLUMNS if task.kind in TEXT_KINDS else COLUMNS):
         if col not in df.columns:
             raise DataError(f"split file {path}: column '{col}' is missing (columns present: {list(df.columns)})")
     if len(df) == 0:
         raise DataError(f"split file {path} has no rows")
+    if task.kind in TEXT_KINDS:
+        return _load_text_split(df, path)
+    if task.kind == "regression":
+        return _load_regression_split(df, path, task)
     if not pd.api.types.is_integer_dtype(df["label"]):
         raise DataError(f"split file {path}: column 'label' has dtype {df['label'].dtype}, expected integers")
     label = df["label"].to_numpy(dtype=np.int64)
@@ -538,5 +661,34 @@ def load_split(path, task: TaskConfig) -> pd.DataFrame:
         raise DataError(f"split file {path} row {i + 1} (id {df['id'].iloc[i]!r}): label_text "
                         f"{df['label_text'].iloc[i]!r} != configured text {expected[i]!r} of label {label[i]}; "
                         f"the task's labels changed since the split was written, so prepare it again")
+    return pd.DataFrame({"id": [str(v) for v in df["id"]], "text": [str(v) for v in df["text"]],
+                         "label": label, "label_text": [str(v) for v in df["label_text"]]})
+
+
+def _load_text_split(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    out = pd.DataFrame({"id": [str(v) for v in df["id"]], "text": [str(v) for v in df["text"]]})
+    targets = [_python(v) for v in df["targets"]]
+    for i, t in enumerate(targets):
+        if not isinstance(t, list) or not t or not all(isinstance(x, str) for x in t):
+            raise DataError(f"split file {path} row {i + 1} (id {out['id'].iloc[i]!r}): column 'targets' must be a "
+                            f"non-empty list of strings; got {t!r}")
+    out["targets"] = targets
+    for col in df.columns:
+        if col not in TEXT_COLUMNS:
+            out[col] = [_python(v) for v in df[col]]
+    return out
+
+
+def _load_regression_split(df: pd.DataFrame, path: Path, task: TaskConfig) -> pd.DataFrame:
+    if not pd.api.types.is_numeric_dtype(df["label"]) or pd.api.types.is_bool_dtype(df["label"]):
+        raise DataError(f"split file {path}: column 'label' has dtype {df['label'].dtype}, expected scores")
+    label = df["label"].to_numpy(dtype=np.float64)
+    lo, hi = task.label_range
+    bad = ~np.isfinite(label) | (label < lo) | (label > hi)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(f"split file {path} row {i + 1} (id {df['id'].iloc[i]!r}): label {label[i]!r} is outside "
+                        f"label_range [{lo:g}, {hi:g}]; the task's label_range changed since the split was "
+                        f"written, so prepare it again")
     return pd.DataFrame({"id": [str(v) for v in df["id"]], "text": [str(v) for v in df["text"]],
                          "label": label, "label_text": [str(v) for v in df["label_text"]]})

@@ -1,7 +1,8 @@
 """Prompt tuning of K runs at once through a prompt bank, with dev evaluation, best-checkpoint
 selection, early stopping and atomic, bit-exact resumable checkpoints.
 
-All runs in one call train on the same task (one label head, one tokenized dataset). Run k's
+All runs in one call train on the same task (one objective, one encoded dataset: see
+:mod:`promptgrid.objectives` for what an objective computes per task kind). Run k's
 examples for step n are fixed by its data seed alone (``batch_indices``), so runs that share a seed
 see the same batches: a transfer run and the baseline it is compared with differ only in their
 initial prompt. Because the data order is a pure function of (seed, step), resuming needs only the
@@ -155,15 +156,27 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def train_runs(backbone: Backbone, head: TaskHead, train: EncodedSplit, dev: EncodedSplit, runs: list,
-               cfg: TrainingConfig, metric: str, kd: Optional[PandaConfig] = None,
+def train_runs(backbone: Backbone, objective, train, dev, runs: list, cfg: TrainingConfig,
+               metric: Optional[str] = None, kd: Optional[PandaConfig] = None,
                checkpoint: Optional[Path] = None, checkpoint_key: str = "", label: str = "train",
                log: Callable[[str], None] = _log) -> list:
     """Prompt-tune ``runs`` jointly; return a :class:`RunResult` per run (its best dev checkpoint).
 
+    ``objective`` (:mod:`promptgrid.objectives`) gives the per-example loss, the PANDA
+    distillation loss and the dev score; ``train`` and ``dev`` are splits it encoded. Each step
+    gathers every active run's batch into one forward pass, row b using its run's prompt. The
+    older form ``train_runs(backbone, head, train, dev, runs, cfg, metric)``, with a
+    :class:`TaskHead` and a metric, trains a classification task as before.
+
     Every ``cfg.checkpoint_every`` steps the full state is written atomically to ``checkpoint``; if
     that file exists (and ``checkpoint_key`` matches) training resumes from it.
     """
+    if isinstance(objective, TaskHead):
+        from promptgrid.objectives import ClassificationObjective
+
+        objective = ClassificationObjective(backbone, objective, metric or "accuracy")
+    elif metric is not None and metric != objective.metric:
+        raise ValueError(f"metric {metric!r} given with an objective whose metric is {objective.metric!r}")
     if len(train) == 0 or len(dev) == 0:
         raise ValueError(f"{label}: empty train or dev split")
     K = len(runs)
@@ -194,8 +207,7 @@ def train_runs(backbone: Backbone, head: TaskHead, train: EncodedSplit, dev: Enc
         active = [k for k in range(K) if state["active"][k]]
         if not active:
             return
-        scores = score_bank(backbone, head, bank.prompts.detach()[active], dev, metric, cfg.eval_batch_size,
-                            cfg.precision)
+        scores = objective.score(bank.prompts.detach()[active], dev, cfg.eval_batch_size, cfg.precision)
         for k, s in zip(active, scores):
             state["curves"][k].append({"step": step, "dev_score": s, "train_loss": losses[k]})
             if s > state["best_dev"][k]:
@@ -223,22 +235,18 @@ def train_runs(backbone: Backbone, head: TaskHead, train: EncodedSplit, dev: Enc
     while state["step"] < cfg.steps and any(state["active"]):
         step = state["step"]
         active = [k for k in range(K) if state["active"][k]]
-        rows, prompt_index, gold = [], [], []
+        examples, prompt_index = [], []
         for k in active:
-            idx = batch_indices(len(train), cfg.batch_size, runs[k].seed, step)
-            rows.extend(train.ids[i] for i in idx.tolist())
+            idx = batch_indices(len(train), cfg.batch_size, runs[k].seed, step).tolist()
+            examples.extend(idx)
             prompt_index.extend([k] * len(idx))
-            gold.append(train.labels[idx])
         prompt_index = torch.tensor(prompt_index)
-        gold = torch.cat(gold)
-        batch = backbone.collate(rows)
         with autocast(backbone, cfg.precision):
-            logits = backbone.logits(bank(prompt_index), batch, head).float()
-        per_example = F.cross_entropy(logits, gold, reduction="none")
+            per_example, outputs = objective.forward(bank(prompt_index), train, examples)
         if teachers is not None:
             with torch.no_grad(), autocast(backbone, cfg.precision):
-                teacher_logits = backbone.logits(teachers[prompt_index], batch, head).float()
-            per_example = per_example + betas[prompt_index] * kd_loss(logits, teacher_logits, kd)
+                _, teacher_outputs = objective.forward(teachers[prompt_index], train, examples)
+            per_example = per_example + betas[prompt_index] * objective.kd(outputs, teacher_outputs, kd)
         # mean within each run, summed over runs: each run's gradient is what it would get alone
         loss = per_example.view(len(active), -1).mean(1)
         optimizer.zero_grad(set_to_none=True)

@@ -33,6 +33,20 @@ def check_inputs_exist(cfg: StudyConfig) -> None:
         raise ConfigError("prompt.init_file", f"prompt file {cfg.prompt.init_file} does not exist")
 
 
+def check_task_kinds(cfg: StudyConfig) -> None:
+    """Fail at DAG build when a trained task's kind has no path on one of the backbones (span_qa / ner
+    on encoder and masked_lm backbones need ``promptgrid.tagging``)."""
+    from promptgrid.objectives import unsupported
+
+    for name in cfg.trained_tasks:
+        task = cfg.tasks[name]
+        for bname, bb in cfg.backbones.items():
+            why = unsupported(bb.kind, task.kind)
+            if why:
+                raise ConfigError(f"tasks.{name}.kind", f"task '{name}' is a {task.kind} task, which backbone "
+                                                        f"'{bname}' ({bb.kind}) cannot run: {why}")
+
+
 def check_study_dir(cfg: StudyConfig, config_files: list) -> None:
     """Refuse to let two different study configs write into the same results/<study>/ folder."""
     root = cfg.study_dir

@@ -8,7 +8,7 @@ from snakemake.utils import min_version, validate
 
 from promptgrid import layout
 from promptgrid.config import ConfigError, StudyConfig, schema_errors
-from promptgrid.workflow import check_study_dir, check_inputs_exist, write_resolved_config
+from promptgrid.workflow import check_study_dir, check_inputs_exist, check_task_kinds, write_resolved_config
 
 min_version("9.0")
 
@@ -20,6 +20,7 @@ validate(config, "../schemas/config.schema.yaml")
 try:
     CFG = StudyConfig.from_dict(config)
     check_inputs_exist(CFG)
+    check_task_kinds(CFG)
     check_study_dir(CFG, [str(Path(f).resolve()) for f in workflow.configfiles])
 except (ConfigError, FileNotFoundError, ValueError) as err:
     raise WorkflowError(f"invalid study config: {err}")
