@@ -30,7 +30,7 @@ KIND_METRICS = {"classification": ("accuracy", "macro_f1"), "regression": ("pear
 TASK_METRICS = tuple(dict.fromkeys(m for ms in KIND_METRICS.values() for m in ms))
 #: task keys added after studies had been run: at these values they drop out of the config hashes
 #: (``StudyConfig.section_hash``), so adding them left every existing result valid
-_HASH_NEUTRAL_TASK_KEYS = {"label_range": [0.0, 5.0], "tag_names": None, "max_new_tokens": 32}
+_HASH_NEUTRAL_TASK_KEYS = {"label_range": [0.0, 5.0], "tag_names": None, "max_new_tokens": 32, "peft_adapters": {}}
 
 
 class ConfigError(ValueError):
@@ -100,6 +100,10 @@ class TaskConfig:
     tag_names: Optional[list] = field(default=None, metadata={
         "help": "ner: BIO tag names that integer ner_tags index; default: the HF dataset's ClassLabel names, "
                 "else CoNLL-2003's"})
+    peft_adapters: dict = field(default_factory=dict, metadata={
+        "help": "backbone name -> a PEFT PromptTuning adapter (local folder with adapter_config.json + "
+                "adapter_model.safetensors, or a hub id) used as this task's prompt on that backbone instead of "
+                "training one, for every seed: a published prompt bank as sources"})
     max_new_tokens: int = field(default=32, metadata={
         "help": "span_qa / ner on causal_lm / seq2seq: greedy decoding length, and the cap on training "
                 "target tokens (EOS included)"})
@@ -321,6 +325,15 @@ class StudyConfig:
                 raise ConfigError(role, "lists a task twice")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError("seeds", "list at least one seed, each once")
+        for name, task in self.tasks.items():
+            for bname in task.peft_adapters:
+                if bname not in self.backbones:
+                    raise ConfigError(f"tasks.{name}.peft_adapters.{bname}", f"backbone {bname!r} is not defined "
+                                                                             f"under 'backbones'")
+            if task.peft_adapters and name in self.targets:
+                # a target's own prompt is the baseline every gain is measured against: it must be trained
+                raise ConfigError(f"tasks.{name}.peft_adapters", f"task {name!r} is a target; imported prompts "
+                                                                 f"can only serve as sources")
         if self.cross_model is not None:
             for key in ("source_backbone", "target_backbone"):
                 if getattr(self.cross_model, key) not in self.backbones:

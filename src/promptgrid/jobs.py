@@ -154,6 +154,8 @@ def train(study: Study, backbone: str, task: str) -> None:
     from promptgrid.training import RunSpec, train_runs
 
     cfg = study.cfg
+    if backbone in cfg.tasks[task].peft_adapters:
+        return _import_task_prompt(study, backbone, task, cfg.tasks[task].peft_adapters[backbone])
     bb = study.backbone(backbone)
     objective = study.objective(backbone, task)
     tr, dev, test = (study.encoded(backbone, task, s) for s in ("train", "dev", "test"))
@@ -180,6 +182,41 @@ def train(study: Study, backbone: str, task: str) -> None:
     study.path(layout.checkpoint("train", backbone, task)).unlink(missing_ok=True)
     print(f"[train] {backbone}/{task}: test " + ", ".join(f"seed{s}={v:.1f}" for s, v in zip(cfg.seeds, scores)),
           flush=True)
+
+
+def _import_task_prompt(study: Study, backbone: str, task: str, adapter: str) -> None:
+    """A source task's prompt taken from a PEFT PromptTuning adapter instead of trained: the same prompt
+    for every seed (it has one), scored on the task's dev and test splits so its rows look like a trained
+    task's (best_step 0, one curve point)."""
+    from promptgrid.peft_io import import_peft as load, resolve_adapter
+
+    cfg = study.cfg
+    bb = study.backbone(backbone)
+    folder = resolve_adapter(adapter, cfg.cache_path / "hub")
+    prompt, adapter_meta = load(folder, expect_dim=bb.embed_dim)
+    if prompt.shape[0] != cfg.prompt.length:
+        raise ValueError(f"tasks.{task}.peft_adapters.{backbone}: adapter {adapter} has {prompt.shape[0]} virtual "
+                         f"tokens, the study's prompt.length is {cfg.prompt.length}; transfer banks need one length")
+    objective = study.objective(backbone, task)
+    dev, test = (study.encoded(backbone, task, s) for s in ("dev", "test"))
+    dev_score = objective.score(prompt[None], dev, cfg.training.eval_batch_size, cfg.training.precision)[0]
+    test_score = objective.score(prompt[None], test, cfg.training.eval_batch_size, cfg.training.precision)[0]
+    h = study.config_hash("prompt", "training", "seeds", task=task, backbone=backbone)
+    for seed in cfg.seeds:
+        meta = study.meta(h, seed=seed, backbone=backbone, task=task, step=0, role="task", dev_score=dev_score,
+                          imported_from=adapter, adapter=json.dumps(adapter_meta, default=str))
+        save_prompt(study.path(layout.task_prompt(backbone, task, seed)), prompt, meta)
+        save_prompt(study.path(layout.task_prompt(backbone, task, seed, early=True)), prompt, {**meta, "early": True})
+    n = len(cfg.seeds)
+    runs_df = pd.DataFrame({"backbone": backbone, "task": task, "seed": cfg.seeds, "score": [test_score] * n,
+                            "best_dev": [dev_score] * n, "best_step": [0] * n, "last_step": [0] * n})
+    curves = pd.DataFrame({"backbone": backbone, "task": task, "source": "", "method": "baseline", "seed": cfg.seeds,
+                           "step": [0] * n, "dev_score": [dev_score] * n, "train_loss": [float("nan")] * n})
+    meta = study.meta(h, seed=cfg.seeds, backbone=backbone, task=task, imported_from=adapter)
+    write_table(runs_df, study.path(layout.train_runs(backbone, task)), meta)
+    write_table(curves, study.path(layout.train_curves(backbone, task)), meta)
+    print(f"[train] {backbone}/{task}: imported from PEFT adapter {adapter}; dev {dev_score:.1f}, "
+          f"test {test_score:.1f}", flush=True)
 
 
 def _source_prompts(study: Study, backbone: str, exclude=(), early=False) -> dict:

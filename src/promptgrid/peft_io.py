@@ -215,3 +215,21 @@ def import_peft(adapter_dir, expect_dim: int):
         meta = {"peft_base_model": config.get("base_model_name_or_path"), "peft_task_type": config.get("task_type"),
                 "peft_version": config.get("peft_version")}
     return prompt, meta
+
+
+def resolve_adapter(adapter: str, cache_dir=None) -> Path:
+    """A local adapter folder as is, or a hub id downloaded (the two adapter files only) into the HF cache.
+
+    Raises :class:`PeftAdapterError` naming the adapter when it is neither, or the download fails.
+    """
+    folder = Path(os.path.expanduser(adapter))
+    if folder.exists():
+        return folder
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id=adapter, allow_patterns=[CONFIG_NAME, "adapter_model.safetensors"],
+                                      cache_dir=cache_dir))
+    except Exception as err:  # offline, unknown repo, gated: all end the job with the same clear message
+        raise PeftAdapterError(f"PEFT adapter {adapter!r} is not a local folder and could not be fetched from "
+                               f"the hub: {type(err).__name__}: {err}") from None

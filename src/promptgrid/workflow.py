@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from promptgrid.config import ConfigError, StudyConfig
 from promptgrid.io import atomic_write_text
 
 ORIGIN_FILE = ".study-origin.json"
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 def check_inputs_exist(cfg: StudyConfig) -> None:
@@ -29,6 +31,23 @@ def check_inputs_exist(cfg: StudyConfig) -> None:
             resolve_model(name, bb)
         except BackboneError as err:
             raise ConfigError(f"backbones.{name}.model", str(err)) from None
+    for name, task in cfg.tasks.items():
+        for bname, adapter in task.peft_adapters.items():
+            key = f"tasks.{name}.peft_adapters.{bname}"
+            folder = Path(os.path.expanduser(adapter))
+            if folder.exists():
+                missing = [f for f in ("adapter_config.json", "adapter_model.safetensors") if not (folder / f).exists()]
+                if missing:
+                    raise ConfigError(key, f"PEFT adapter folder {adapter} lacks {', '.join(missing)}")
+                try:
+                    n_virtual = json.loads((folder / "adapter_config.json").read_text()).get("num_virtual_tokens")
+                except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
+                    raise ConfigError(key, f"{folder / 'adapter_config.json'} is not a JSON object: {err}") from None
+                if n_virtual is not None and n_virtual != cfg.prompt.length:
+                    raise ConfigError(key, f"adapter {adapter} has {n_virtual} virtual tokens, prompt.length is "
+                                           f"{cfg.prompt.length}; transfer banks need one length")
+            elif not HUB_ID.fullmatch(adapter):
+                raise ConfigError(key, f"{adapter!r} is neither an existing adapter folder nor a hub id (owner/name)")
     if cfg.prompt.init == "file" and not Path(cfg.prompt.init_file).exists():
         raise ConfigError("prompt.init_file", f"prompt file {cfg.prompt.init_file} does not exist")
 

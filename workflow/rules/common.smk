@@ -1,5 +1,6 @@
 # Config validation, output paths and input functions shared by every stage.
 import json
+import os
 import re
 from pathlib import Path
 
@@ -61,6 +62,15 @@ def method_sections(method):
 
 def task_data(task):
     return [R(layout.data(task, s)) for s in layout.SPLITS]
+
+
+def train_inputs(backbone, task):
+    """The task's splits, plus the adapter files when its prompt is imported from a local PEFT folder."""
+    adapter = CFG.tasks[task].peft_adapters.get(backbone)
+    folder = Path(os.path.expanduser(adapter)) if adapter else None
+    extra = [str(folder / f) for f in ("adapter_config.json", "adapter_model.safetensors")] \
+        if folder is not None and folder.exists() else []
+    return task_data(task) + extra
 
 
 def task_prompts(backbone, task, early=False):

@@ -1,6 +1,6 @@
 rule train_prompt:
     input:
-        lambda w: task_data(w.task),
+        lambda w: train_inputs(w.backbone, w.task),
     output:
         prompts=expand(R("prompts/{{backbone}}/task/{{task}}/seed{seed}.safetensors"), seed=SEEDS),
         early=expand(R("prompts/{{backbone}}/task/{{task}}/seed{seed}.early.safetensors"), seed=SEEDS),
