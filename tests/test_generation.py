@@ -100,7 +100,7 @@ def test_squad_fixture_is_in_hub_format_and_reads_from_jsonl_and_parquet():
         for text, start in zip(r["answers"]["text"], r["answers"]["answer_start"]):
             assert r["context"][start:start + len(text)] == text
     df = read_squad(FIX / "squad.jsonl")
-    assert list(df.columns) == ["id", "text", "targets"] and len(df) == 14
+    assert list(df.columns[:3]) == ["id", "text", "targets"] and len(df) == 14  # then the tagging columns
     first = df.iloc[0]
     assert first["id"] == "dcaad5e3ef4eff194dcb9ba3"
     assert first["text"].startswith("context: The Danube is the second-longest river in Europe, after the Volga.")

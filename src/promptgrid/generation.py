@@ -13,6 +13,29 @@ column        dtype       meaning
                           entity list linearised as ``"PER: John Smith; LOC: Paris"`` or ``"none"``)
 ============  ==========  ==================================================================
 
+Extra columns, after those three, for word-level tagging (:mod:`promptgrid.tagging`); the
+generation path ignores them:
+
+=====  =====================  ===============  ===================================================
+frame  column                 dtype            meaning
+=====  =====================  ===============  ===================================================
+SQuAD  ``context``            str              the record's context, unstripped (offsets refer to
+                                               it)
+SQuAD  ``question``           str              the question, stripped
+SQuAD  ``words``              list[str]        the context's words (:func:`context_words`: runs
+                                               of word characters, and each other non-space
+                                               character)
+SQuAD  ``word_starts``        list[int]        character offset of each word in ``context``
+SQuAD  ``answer_word_spans``  list[list[int]]  ``[first, last]`` word (inclusive) of each gold
+                                               answer in record order, duplicates dropped; an
+                                               answer whose ``answer_start`` does not point at
+                                               its text is looked up as the text's first
+                                               occurrence, and left out if the text is not in
+                                               the context at all (so it may be empty)
+CoNLL  ``tokens``             list[str]        the sentence's tokens
+CoNLL  ``tags``               list[str]        their BIO tag names
+=====  =====================  ===============  ===================================================
+
 The question comes *after* the context because backbones truncate inputs on the left
 (``Backbone.encode_text`` keeps the last ``max_length`` tokens): a long context loses its start,
 never the question.
@@ -66,17 +89,51 @@ def _where(source: str, row: int, rid) -> str:
     return f"{source} row {row} (id {rid!r})"
 
 
-def _frame(rows: list) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=list(TEXT2TEXT_COLUMNS))
+SQUAD_EXTRA_COLUMNS = ("context", "question", "words", "word_starts", "answer_word_spans")
+CONLL_EXTRA_COLUMNS = ("tokens", "tags")
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def _frame(rows: list, extra: Sequence[str] = ()) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=list(TEXT2TEXT_COLUMNS) + list(extra))
     df["id"] = df["id"].astype(str)
     df["text"] = df["text"].astype(str)
     return df
 
 
+def context_words(context: str) -> tuple:
+    """(words, starts): the words of ``context`` and their character offsets. A word is a run of
+    word characters or one other non-space character, so punctuation is its own word and an
+    answer like "2,850" or "the Volga" (without the sentence's full stop) is a run of whole words."""
+    found = [(m.group(), m.start()) for m in _WORD.finditer(context)]
+    return [w for w, _ in found], [s for _, s in found]
+
+
+def answer_word_span(context: str, starts: Sequence[int], words: Sequence[str], text: str,
+                     answer_start: Optional[int]) -> Optional[list]:
+    """``[first, last]`` (inclusive) indices of the words that the answer ``text`` covers, found at
+    ``answer_start`` (character offset in ``context``) or, if the text is not there, at its first
+    occurrence; None if the text is not in the context or covers no word."""
+    core = text.strip()
+    if not core:
+        return None
+    if answer_start is not None and 0 <= answer_start and context[answer_start: answer_start + len(text)] == text:
+        begin = answer_start + (len(text) - len(text.lstrip()))
+    else:
+        begin = context.find(core)
+        if begin < 0:
+            return None
+    end = begin + len(core)
+    covered = [i for i, (s, w) in enumerate(zip(starts, words)) if s < end and s + len(w) > begin]
+    return [covered[0], covered[-1]] if covered else None
+
+
 def squad_frame(raw: pd.DataFrame, source: str = "squad", no_answer: Optional[str] = None) -> pd.DataFrame:
     """SQuAD records (``id``, ``title``, ``context``, ``question``, ``answers: {text, answer_start}``)
-    to the text-to-text frame. A record without answers (SQuAD 2.0) raises unless ``no_answer``
-    gives the target string to use for it."""
+    to the text-to-text frame, with the tagging columns ``context``, ``question``, ``words``,
+    ``word_starts`` and ``answer_word_spans`` (module docstring). A record without answers
+    (SQuAD 2.0) raises unless ``no_answer`` gives the target string to use for it; its
+    ``answer_word_spans`` is empty."""
     _require_columns(raw, ("id", "context", "question", "answers"), source)
     rows = []
     for row, rec in enumerate(raw.itertuples(index=False), 1):
@@ -99,8 +156,17 @@ def squad_frame(raw: pd.DataFrame, source: str = "squad", no_answer: Optional[st
             if no_answer is None:
                 raise DataError(f"{where}: no answer (SQuAD 2.0 unanswerable?); pass no_answer= to keep it")
             targets = [no_answer]
-        rows.append((str(rec.id), f"context: {context.strip()} question: {question.strip()}", targets))
-    return _frame(rows)
+        words, word_starts = context_words(context)
+        spans = []
+        for i, text in enumerate(texts):
+            start = starts[i] if starts is not None else None
+            start = int(start) if isinstance(start, (int, np.integer)) and not isinstance(start, bool) else None
+            span = answer_word_span(context, word_starts, words, text, start)
+            if span is not None and span not in spans:
+                spans.append(span)
+        rows.append((str(rec.id), f"context: {context.strip()} question: {question.strip()}", targets,
+                     context, question.strip(), words, word_starts, spans))
+    return _frame(rows, SQUAD_EXTRA_COLUMNS)
 
 
 def bio_entities(tokens: Sequence[str], tags: Sequence[str]) -> list:
@@ -133,7 +199,8 @@ def linearize_entities(entities: Sequence) -> str:
 def conll_frame(raw: pd.DataFrame, source: str = "conll2003",
                 label_names: Sequence[str] = CONLL2003_NER_LABELS) -> pd.DataFrame:
     """CoNLL-2003 records (``id``, ``tokens``, ``ner_tags`` as indices into ``label_names``; tag
-    strings are accepted too) to the text-to-text frame; other columns (pos/chunk tags) are ignored."""
+    strings are accepted too) to the text-to-text frame, with the tagging columns ``tokens`` and
+    ``tags`` (tag names); other columns (pos/chunk tags) are ignored."""
     _require_columns(raw, ("id", "tokens", "ner_tags"), source)
     for name in label_names:
         if name != "O" and (name[:2] not in ("B-", "I-") or len(name) < 3):
@@ -159,8 +226,8 @@ def conll_frame(raw: pd.DataFrame, source: str = "conll2003",
                                 f"the {len(label_names)} labels {list(label_names)}")
         tokens = [str(t) for t in tokens]
         target = linearize_entities(bio_entities(tokens, names))
-        rows.append((str(rec.id), "sentence: " + " ".join(tokens), [target]))
-    return _frame(rows)
+        rows.append((str(rec.id), "sentence: " + " ".join(tokens), [target], tokens, names))
+    return _frame(rows, CONLL_EXTRA_COLUMNS)
 
 
 def read_squad(path, no_answer: Optional[str] = None) -> pd.DataFrame:
