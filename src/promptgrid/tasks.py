@@ -546,6 +546,13 @@ def text2text_examples(raw: pd.DataFrame, task: TaskConfig, source: str) -> pd.D
         df = squad_frame(raw, source=source)
     else:
         tags = "ner_tags"
+        if tags not in raw.columns and "entities" in raw.columns and "tokens" in raw.columns:
+            # entity-span layout (DFKI-SLT/conll04, SpERT format): [{type, start, end}], end exclusive
+            span_tags = [_bio_from_spans(t, e, f"{source} row {i} (id {rid!r})")
+                         for i, (t, e, rid) in enumerate(zip(raw["tokens"], raw["entities"], raw["id"]), 1)]
+            raw = raw.assign(ner_tags=span_tags)
+            seen = sorted({t for row in span_tags for t in row if t != "O"}, key=lambda t: (t[2:], t[0]))
+            class_names[tags] = ["O"] + seen
         if tags not in raw.columns and task.label_field in raw.columns:
             raw = raw.rename(columns={task.label_field: tags})
             class_names.setdefault(tags, class_names.get(task.label_field))
@@ -554,6 +561,24 @@ def text2text_examples(raw: pd.DataFrame, task: TaskConfig, source: str) -> pd.D
     _check_unique_ids(df["id"], np.arange(1, len(df) + 1), source, task.id_field or "id")
     _refuse_canary(df, source)
     return df
+
+
+def _bio_from_spans(tokens, entities, where: str) -> list:
+    """BIO tag names for ``tokens`` from entity spans ``[{type, start, end}]`` (token indices, end exclusive)."""
+    tokens = list(tokens.tolist() if isinstance(tokens, np.ndarray) else tokens or [])
+    entities = list(entities.tolist() if isinstance(entities, np.ndarray) else entities or [])
+    tags = ["O"] * len(tokens)
+    for ent in entities:
+        if not isinstance(ent, dict) or not {"type", "start", "end"} <= set(ent):
+            raise DataError(f"{where}: column 'entities' needs {{type, start, end}} mappings; got {ent!r}")
+        typ, start, end = ent["type"], ent["start"], ent["end"]
+        if not (isinstance(start, (int, np.integer)) and isinstance(end, (int, np.integer))
+                and 0 <= start < end <= len(tokens)) or not str(typ):
+            raise DataError(f"{where}: entity {ent!r} does not fit the {len(tokens)} tokens (end is exclusive)")
+        tags[start] = f"B-{typ}"
+        for i in range(start + 1, end):
+            tags[i] = f"I-{typ}"
+    return tags
 
 
 def _refuse_canary(df: pd.DataFrame, source: str) -> None:
