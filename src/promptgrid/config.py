@@ -269,8 +269,11 @@ class CrossModelConfig:
     projectors: list = field(default_factory=lambda: ["linear", "mlp"], metadata={"help": "linear | mlp (Su et al. two-layer)"})
     objectives: list = field(default_factory=lambda: ["distance", "task"], metadata={"help": "distance | task"})
     hidden: int = field(default=768, metadata={"help": "hidden width of the two-layer projector"})
-    steps: int = field(default=200)
+    steps: int = field(default=200, metadata={"help": "Adam steps of distance-minimising projector training"})
     lr: float = field(default=1e-3)
+    task_steps: Optional[int] = field(default=None, metadata={
+        "help": "Adam steps of task-tuning projector training (each one a forward and backward through backbone "
+                "B, so usually far fewer); default: steps"})
 
     def __post_init__(self):
         for i, p in enumerate(self.projectors):
@@ -281,6 +284,8 @@ class CrossModelConfig:
                 raise ConfigError(f"objectives[{i}]", f"unknown objective {o!r}; choose distance or task")
         if not self.held_out:
             raise ConfigError("held_out", "hold at least one task out of projector training")
+        if self.steps < 1 or (self.task_steps is not None and self.task_steps < 1):
+            raise ConfigError("task_steps" if self.steps >= 1 else "steps", "must be >= 1")
 
 
 @dataclass

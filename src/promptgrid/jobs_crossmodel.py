@@ -176,7 +176,7 @@ def cross_model(study: Study, projector: str, objective: str) -> None:
     else:
         tasks = {t: ProjectionTask(study.head(b, t), study.encoded(b, t, "train")) for t in train_tasks}
         by_task = {t: prompts_a[i * len(seeds):(i + 1) * len(seeds)] for i, t in enumerate(train_tasks)}
-        losses = train_task(g, bb, tasks, by_task, cm.steps, cm.lr, seeds[0], batch_size=cfg.training.batch_size,
+        losses = train_task(g, bb, tasks, by_task, cm.task_steps or cm.steps, cm.lr, seeds[0], batch_size=cfg.training.batch_size,
                             precision=cfg.training.precision, label=label)
     t_fit = time.time() - t0
     with atomic_path(study.path(projector_file(cfg, projector, objective))) as tmp:
