@@ -471,42 +471,63 @@ def seq2seq_loss(backbone: Backbone, prompts: torch.Tensor, texts: Sequence[str]
     included) of -log p(token | prompt, input, previous target tokens). prompts: (B, L, d), one
     target string per example (a frame's ``targets[0]``). Differentiable in ``prompts``.
     ``max_target_length`` caps the target tokens (EOS included)."""
+    targets = list(targets)
+    bad = [t for t in targets if not isinstance(t, str)]
+    if bad:
+        raise ValueError(f"targets must be one string per example (pick targets[0] of a frame row); got {bad[0]!r}")
+    return teacher_forced(backbone, prompts, texts, targets, max_target_length)[0]
+
+
+def teacher_forced(backbone: Backbone, prompts: torch.Tensor, texts, targets, max_target_length: Optional[int] = None):
+    """Teacher-forced pass over the targets, keeping the logits (PANDA distils them).
+
+    Returns (loss (B,), token logits (B, T, V) float, mask (B, T)): the loss is the mean over each
+    target's tokens (EOS included) of -log p(token | prompt, input, previous target tokens); row b's
+    logits at target position j predict its j-th target token; ``mask`` marks the real target positions.
+    prompts: (B, L, d), one target string per example. Differentiable in ``prompts``.
+    """
     _check_family(backbone)
     texts, targets = list(texts), list(targets)
     if len(texts) != len(targets):
         raise ValueError(f"{len(texts)} texts but {len(targets)} targets")
-    bad = [t for t in targets if not isinstance(t, str)]
-    if bad:
-        raise ValueError(f"targets must be one string per example (pick targets[0] of a frame row); got {bad[0]!r}")
     _check_batch(prompts, len(texts), "texts")
     model = backbone.model
     B, L = prompts.shape[:2]
     eos = stop_token_ids(backbone)[0]
     tgt = [_target_ids(backbone, t, max_target_length, eos) for t in targets]
+    T = max(len(t) for t in tgt)
+    mask = torch.zeros(B, T)
+    for b, t in enumerate(tgt):
+        mask[b, :len(t)] = 1.0
     if backbone.kind == "causal_lm":
         ctx = backbone.input_ids(texts)
         packed = backbone.collate([c + t for c, t in zip(ctx, tgt)])
-        embeds, mask = backbone.prompted_inputs(prompts, packed)
-        # token at position p is predicted by the logits at p - 1
-        rows, pos, gold = [], [], []
+        embeds, attn = backbone.prompted_inputs(prompts, packed)
+        rows, cols, pos, gold = [], [], [], []
         for b, (c, t) in enumerate(zip(ctx, tgt)):
             start = L + len(c)
             rows += [b] * len(t)
-            pos += range(start - 1, start - 1 + len(t))
+            cols += range(len(t))
+            pos += range(start - 1, start - 1 + len(t))  # token at position p is predicted at p - 1
             gold += t
         pos = torch.tensor(pos)
         keep, inverse = torch.unique(pos, sorted=True, return_inverse=True)
-        logits = _causal_logits_at(model, embeds, mask, keep).logits
-        token_logits = logits[torch.tensor(rows), inverse].float()
+        logits = _causal_logits_at(model, embeds, attn, keep).logits
+        rows_t = torch.tensor(rows)
+        token_logits = logits[rows_t, inverse].float()
         nll = F.cross_entropy(token_logits, torch.tensor(gold), reduction="none")
-        per_example = torch.zeros(B, dtype=nll.dtype).index_add(0, torch.tensor(rows), nll)
-        return per_example / torch.tensor([len(t) for t in tgt], dtype=nll.dtype)
+        per_example = torch.zeros(B, dtype=nll.dtype).index_add(0, rows_t, nll)
+        loss = per_example / torch.tensor([len(t) for t in tgt], dtype=nll.dtype)
+        out = token_logits.new_zeros(B, T, token_logits.shape[-1])
+        out = out.index_put((rows_t, torch.tensor(cols)), token_logits)
+        return loss, out, mask
     batch = backbone.collate(backbone.input_ids(texts))
-    embeds, mask = backbone.prompted_inputs(prompts, batch)
+    embeds, attn = backbone.prompted_inputs(prompts, batch)
     labels = backbone.collate(tgt)
     label_ids = labels.input_ids.masked_fill(labels.attention_mask == 0, -100)
-    enc = model.get_encoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
-    # labels are shifted right inside the model, starting from decoder_start_token_id
-    logits = model(encoder_outputs=(enc,), attention_mask=mask, labels=label_ids).logits.float()
+    enc = model.get_encoder()(inputs_embeds=embeds, attention_mask=attn).last_hidden_state
+    logits = model(encoder_outputs=(enc,), attention_mask=attn, labels=label_ids).logits.float()
     nll = F.cross_entropy(logits.transpose(1, 2), label_ids, ignore_index=-100, reduction="none")
-    return nll.sum(1) / labels.attention_mask.sum(1).to(nll.dtype)
+    return nll.sum(1) / labels.attention_mask.sum(1).to(nll.dtype), logits, labels.attention_mask.float()
+
+

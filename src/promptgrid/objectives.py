@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from promptgrid import training
 from promptgrid.backbones import Backbone, TaskHead
 from promptgrid.config import PandaConfig, TaskConfig
+from promptgrid.generation import teacher_forced
 
 TEXT_BACKBONES = ("causal_lm", "seq2seq")
 TAGGING_BACKBONES = ("encoder", "masked_lm")
@@ -184,60 +185,6 @@ class TextSplit:
         return len(self.ids)
 
 
-def teacher_forced(backbone: Backbone, prompts: torch.Tensor, texts, targets, max_target_length: Optional[int] = None):
-    """Teacher-forced pass of :func:`promptgrid.generation.seq2seq_loss`, keeping the logits.
-
-    Returns (loss (B,), token logits (B, T, V) float, mask (B, T)): the loss is exactly
-    ``seq2seq_loss``'s (same operations in the same order); row b's logits at target position j
-    predict its j-th target token (EOS included); ``mask`` marks the real target positions.
-    """
-    from promptgrid.generation import _causal_logits_at, _check_batch, _check_family, _target_ids, stop_token_ids
-
-    _check_family(backbone)
-    texts, targets = list(texts), list(targets)
-    if len(texts) != len(targets):
-        raise ValueError(f"{len(texts)} texts but {len(targets)} targets")
-    _check_batch(prompts, len(texts), "texts")
-    model = backbone.model
-    B, L = prompts.shape[:2]
-    eos = stop_token_ids(backbone)[0]
-    tgt = [_target_ids(backbone, t, max_target_length, eos) for t in targets]
-    T = max(len(t) for t in tgt)
-    mask = torch.zeros(B, T)
-    for b, t in enumerate(tgt):
-        mask[b, :len(t)] = 1.0
-    if backbone.kind == "causal_lm":
-        ctx = backbone.input_ids(texts)
-        packed = backbone.collate([c + t for c, t in zip(ctx, tgt)])
-        embeds, attn = backbone.prompted_inputs(prompts, packed)
-        rows, cols, pos, gold = [], [], [], []
-        for b, (c, t) in enumerate(zip(ctx, tgt)):
-            start = L + len(c)
-            rows += [b] * len(t)
-            cols += range(len(t))
-            pos += range(start - 1, start - 1 + len(t))  # token at position p is predicted at p - 1
-            gold += t
-        pos = torch.tensor(pos)
-        keep, inverse = torch.unique(pos, sorted=True, return_inverse=True)
-        logits = _causal_logits_at(model, embeds, attn, keep).logits
-        rows_t = torch.tensor(rows)
-        token_logits = logits[rows_t, inverse].float()
-        nll = F.cross_entropy(token_logits, torch.tensor(gold), reduction="none")
-        per_example = torch.zeros(B, dtype=nll.dtype).index_add(0, rows_t, nll)
-        loss = per_example / torch.tensor([len(t) for t in tgt], dtype=nll.dtype)
-        out = token_logits.new_zeros(B, T, token_logits.shape[-1])
-        out = out.index_put((rows_t, torch.tensor(cols)), token_logits)
-        return loss, out, mask
-    batch = backbone.collate(backbone.input_ids(texts))
-    embeds, attn = backbone.prompted_inputs(prompts, batch)
-    labels = backbone.collate(tgt)
-    label_ids = labels.input_ids.masked_fill(labels.attention_mask == 0, -100)
-    enc = model.get_encoder()(inputs_embeds=embeds, attention_mask=attn).last_hidden_state
-    logits = model(encoder_outputs=(enc,), attention_mask=attn, labels=label_ids).logits.float()
-    nll = F.cross_entropy(logits.transpose(1, 2), label_ids, ignore_index=-100, reduction="none")
-    return nll.sum(1) / labels.attention_mask.sum(1).to(nll.dtype), logits, labels.attention_mask.float()
-
-
 class TextObjective:
     """Span QA and NER as text to text on causal_lm / seq2seq backbones (:mod:`promptgrid.generation`).
 
@@ -271,13 +218,7 @@ class TextObjective:
 
     def kd(self, student_out, teacher_out, panda_cfg: PandaConfig) -> torch.Tensor:
         (s, mask), (t, _) = student_out, teacher_out
-        if panda_cfg.kd_loss == "mse":
-            per_token = ((s - t) ** 2).mean(-1)
-        else:
-            T = panda_cfg.kd_temperature
-            per_token = F.kl_div(F.log_softmax(s / T, -1), F.log_softmax(t / T, -1), log_target=True,
-                                 reduction="none").sum(-1) * T * T
-        return (per_token * mask).sum(1) / mask.sum(1).clamp(min=1)
+        return training.masked_kd_loss(s, t, mask, panda_cfg)
 
     def predict(self, prompts: torch.Tensor, split: TextSplit, batch_size: int = 64, precision: str = "fp32") -> list:
         """Greedy generations of every prompt on every example: K lists of N strings.
@@ -288,13 +229,9 @@ class TextObjective:
         from promptgrid.generation import generate
 
         K, N = prompts.shape[0], len(split)
-        order = sorted(range(N), key=lambda i: len(split.ids[i]))
         out = [[""] * N for _ in range(K)]
-        chunk = max(1, batch_size // K) if K <= batch_size else 1
-        for start in range(0, N, chunk):
-            idx = order[start: start + chunk]
+        for idx, prompt_index in training.bank_chunks([len(ids) for ids in split.ids], K, batch_size):
             texts = [split.texts[i] for i in idx] * K
-            prompt_index = torch.arange(K).repeat_interleave(len(idx))
             with training.autocast(self.backbone, precision):
                 texts_out = generate(self.backbone, prompts[prompt_index], texts, self.max_new_tokens)
             for j, text in enumerate(texts_out):

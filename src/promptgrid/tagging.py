@@ -381,14 +381,7 @@ class TaggingObjective:
     def kd(self, student_out, teacher_out, panda_cfg) -> torch.Tensor:
         """Per-example distillation loss (B,) between (logits (B, W, C), mask (B, W)) pairs."""
         (s, mask), (t, _) = student_out, teacher_out
-        if panda_cfg.kd_loss == "mse":
-            per_word = ((s - t) ** 2).mean(-1)
-        else:
-            T = panda_cfg.kd_temperature
-            per_word = F.kl_div(F.log_softmax(s / T, -1), F.log_softmax(t / T, -1), log_target=True,
-                                reduction="none").sum(-1) * T * T
-        m = mask.to(per_word.device, per_word.dtype)
-        return (per_word * m).sum(1) / m.sum(1).clamp(min=1)
+        return training.masked_kd_loss(s, t, mask, panda_cfg)
 
     def decode(self, split: TagSplit, i: int, logits: torch.Tensor) -> str:
         """The prediction (a text scored against ``split.targets[i]``) from example i's tag logits
@@ -410,15 +403,11 @@ class TaggingObjective:
         """Predictions of every prompt of the bank (K, L, d) on every example: K lists of N strings.
 
         As in :func:`promptgrid.training.predict_bank`, examples go by length and each batch holds
-        all K prompts for a chunk of examples (row j uses prompt j // chunk).
+        all K prompts for a chunk of n examples (row j uses prompt j // n).
         """
         K, N = prompts.shape[0], len(split)
-        order = sorted(range(N), key=lambda i: len(split.ids[i]))
         out = [[""] * N for _ in range(K)]
-        chunk = max(1, batch_size // K) if K <= batch_size else 1
-        for start in range(0, N, chunk):
-            idx = order[start: start + chunk]
-            prompt_index = torch.arange(K).repeat_interleave(len(idx))
+        for idx, prompt_index in training.bank_chunks([len(ids) for ids in split.ids], K, batch_size):
             with training.autocast(self.backbone, precision):
                 logits, _ = self.word_logits(prompts[prompt_index], split, idx * K)
             logits = logits.float()

@@ -77,6 +77,17 @@ def autocast(backbone: Backbone, precision: str):
     return torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+def bank_chunks(lengths: list, K: int, batch_size: int):
+    """Batches for evaluating K prompts together: examples sorted by length (little padding), each batch
+    all K prompts on a chunk of examples. Yields (example indices (n,), prompt_index (K*n,)); row j of a
+    batch is example idx[j % n] under prompt j // n."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    chunk = max(1, batch_size // K) if K <= batch_size else 1
+    for start in range(0, len(order), chunk):
+        idx = order[start: start + chunk]
+        yield idx, torch.arange(K).repeat_interleave(len(idx))
+
+
 @torch.inference_mode()
 def predict_bank(backbone: Backbone, head: TaskHead, prompts: torch.Tensor, data: EncodedSplit,
                  batch_size: int = 64, precision: str = "fp32") -> torch.Tensor:
@@ -86,13 +97,9 @@ def predict_bank(backbone: Backbone, head: TaskHead, prompts: torch.Tensor, data
     prompts for a chunk of examples, so a job evaluating many prompts loads and pads the data once.
     """
     K, N = prompts.shape[0], len(data)
-    order = sorted(range(N), key=lambda i: len(data.ids[i]))
     out = torch.empty(K, N, head.n_labels)
-    chunk = max(1, batch_size // K) if K <= batch_size else 1
-    for start in range(0, N, chunk):
-        idx = order[start: start + chunk]
+    for idx, prompt_index in bank_chunks([len(ids) for ids in data.ids], K, batch_size):
         rows = [data.ids[i] for i in idx] * K
-        prompt_index = torch.arange(K).repeat_interleave(len(idx))
         batch = backbone.collate(rows)
         with autocast(backbone, precision):
             logits = backbone.logits(prompts[prompt_index], batch, head).float()
@@ -137,6 +144,14 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, cfg: PandaConfig) -> t
     T = cfg.kd_temperature
     return F.kl_div(F.log_softmax(student / T, -1), F.log_softmax(teacher / T, -1), log_target=True,
                     reduction="none").sum(-1) * T * T
+
+
+def masked_kd_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, cfg: PandaConfig) -> torch.Tensor:
+    """Per-example distillation loss (B,) averaged over the real positions. student, teacher: (B, T, C)
+    logits per position (target tokens, words); mask: (B, T), 1 where a position is real."""
+    per_position = kd_loss(student, teacher, cfg)
+    m = mask.to(per_position.device, per_position.dtype)
+    return (per_position * m).sum(1) / m.sum(1).clamp(min=1)
 
 
 def make_optimizer(params, cfg: TrainingConfig):
