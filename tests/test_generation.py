@@ -10,7 +10,7 @@ from promptgrid.generation import (bio_entities, conll_frame, generate, greedy_t
                                    read_squad, seq2seq_loss, squad_exact_match, squad_f1, squad_frame, squad_scores,
                                    stop_token_ids, text2text_score)
 from promptgrid.tasks import DataError
-from tiny_models import tiny_backbone
+from tiny_models import liven, tiny_backbone
 
 FIX = Path(__file__).parent / "fixtures" / "generation"
 TEXTS = ["sentence: Paris is big .", "sentence: John Smith met Mary at the bank in Bonn yesterday .", "question: who ?"]
@@ -19,13 +19,7 @@ TEXTS = ["sentence: Paris is big .", "sentence: John Smith met Mary at the bank 
 def lively(kind: str):
     """A tiny model with larger random weights, so its greedy outputs differ between inputs and prompts
     (at the default init every row decodes the same tokens, which would hide padding bugs)."""
-    bb = tiny_backbone(kind, seed=3)
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in bb.model.parameters():
-            if p.dim() == 2:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-    return bb
+    return liven(tiny_backbone(kind, seed=3))
 
 
 # ---------------------------------------------------------------- metrics

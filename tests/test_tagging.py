@@ -13,7 +13,7 @@ from promptgrid.generation import (CONLL2003_NER_LABELS, answer_word_span, conte
                                    squad_frame, text2text_score)
 from promptgrid.tagging import TaggingObjective, best_span, ner_label_text
 from promptgrid.training import RunSpec, train_runs
-from tiny_models import tiny_backbone, tiny_model, tokenizer
+from tiny_models import liven, tiny_backbone, tiny_model, tokenizer
 
 FIX = Path(__file__).parent / "fixtures" / "generation"
 KINDS = ["encoder", "masked_lm"]
@@ -23,13 +23,7 @@ L = 4  # prompt length; masked LM: 2 + L + max_length <= the tiny models' 128 po
 def backbone(kind, max_length=112, seed=0, lively=False):
     cfg = BackboneConfig(model="tiny", kind=kind, max_length=max_length)
     bb = wrap_model(f"tiny-{kind}", cfg, tiny_model(kind, seed), tokenizer())
-    if lively:  # larger random weights, so tag scores differ between words and prompts
-        gen = torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            for p in bb.model.parameters():
-                if p.dim() == 2:
-                    p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-    return bb
+    return liven(bb) if lively else bb  # larger random weights: tag scores differ between words and prompts
 
 
 def squad_cfg(**kw):

@@ -42,3 +42,14 @@ def tiny_model(kind: str, seed: int = 0):
 def tiny_backbone(kind: str, seed: int = 0, **cfg_kwargs):
     cfg = BackboneConfig(model="tiny", kind=kind, max_length=32, **cfg_kwargs)
     return wrap_model(f"tiny-{kind}", cfg, tiny_model(kind, seed), tokenizer())
+
+
+def liven(bb, std: float = 0.3, seed: int = 0):
+    """Redraw the backbone's matrices with std ``std`` (in place), so tag scores and greedy outputs differ
+    between inputs and prompts (at the default init every row looks alike, which would hide padding bugs)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in bb.model.parameters():
+            if p.dim() == 2:
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+    return bb

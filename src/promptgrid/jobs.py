@@ -90,17 +90,11 @@ class Study:
         """What training optimises and scoring measures for ``task`` on ``backbone`` (:mod:`promptgrid.objectives`)."""
         key = (backbone, task)
         if key not in self._objectives:
-            from promptgrid.objectives import ClassificationObjective, RegressionObjective, make_objective
+            from promptgrid.objectives import make_objective
 
             tcfg = self.cfg.tasks[task]
-            bb = self.backbone(backbone)
-            if tcfg.kind == "classification":
-                obj = ClassificationObjective(bb, self.head(backbone, task), tcfg.metric)
-            elif tcfg.kind == "regression":
-                obj = RegressionObjective(bb, tcfg, head=self.head(backbone, task))
-            else:
-                obj = make_objective(bb, tcfg, task=task)
-            self._objectives[key] = obj
+            head = self.head(backbone, task) if tcfg.kind in ("classification", "regression") else None
+            self._objectives[key] = make_objective(self.backbone(backbone), tcfg, task=task, head=head)
         return self._objectives[key]
 
     def task_prompt(self, backbone: str, task: str, seed: int, early: bool = False) -> torch.Tensor:

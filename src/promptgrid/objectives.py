@@ -268,13 +268,17 @@ def unsupported(backbone_kind: str, task_kind: str) -> Optional[str]:
     return f"no {task_kind} path for {backbone_kind} backbones"
 
 
-def make_objective(backbone: Backbone, task_cfg: TaskConfig, task: Optional[str] = None):
-    """The objective of ``task_cfg``'s kind on ``backbone`` (see the module docstring)."""
+def make_objective(backbone: Backbone, task_cfg: TaskConfig, task: Optional[str] = None,
+                   head: Optional[TaskHead] = None):
+    """The objective of ``task_cfg``'s kind on ``backbone`` (see the module docstring). ``head``: an
+    already computed label head for classification / regression (built from the label words if None)."""
     kind = task_cfg.kind
     if kind == "classification":
-        return ClassificationObjective.from_config(backbone, task_cfg)
+        if head is None:
+            return ClassificationObjective.from_config(backbone, task_cfg)
+        return ClassificationObjective(backbone, head, task_cfg.metric)
     if kind == "regression":
-        return RegressionObjective(backbone, task_cfg)
+        return RegressionObjective(backbone, task_cfg, head=head)
     if kind not in ("span_qa", "ner"):
         raise ObjectiveError(f"task {task or '?'!r}: unknown task kind {kind!r}")
     if backbone.kind in TEXT_BACKBONES:
