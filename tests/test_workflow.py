@@ -30,9 +30,15 @@ def expected_counts(cfg: StudyConfig) -> dict:
     B, T = len(cfg.backbones), len(cfg.targets)
     methods = cfg.transfer.methods
     trained = [m for m in methods if m in layout.TRAINED_METHODS]
-    counts = {"prepare_task": len(cfg.trained_tasks), "train_prompt": B * len(cfg.trained_tasks)}
+    # jobs.per_backbone: one train / zeroshot / panda-metric job per backbone instead of per task
+    grouped = cfg.jobs.per_backbone
+    counts = {"prepare_task": len(cfg.trained_tasks)}
+    if grouped:
+        counts["train_backbone"] = B
+    else:
+        counts["train_prompt"] = B * len(cfg.trained_tasks)
     if "zeroshot" in methods:
-        counts["zeroshot"] = B * T
+        counts.update({"zeroshot_backbone": B} if grouped else {"zeroshot": B * T})
     if trained:
         counts["transfer"] = B * T * len(trained)
     if any(m not in ("on", "panda") for m in cfg.metrics.names):
@@ -40,7 +46,7 @@ def expected_counts(cfg: StudyConfig) -> dict:
     if "on" in cfg.metrics.names:
         counts["on_metric"] = B
     if "panda" in cfg.metrics.names:
-        counts["panda_metric"] = B * T
+        counts.update({"panda_metric_backbone": B} if grouped else {"panda_metric": B * T})
     counts.update(collect=1, correlate=1, all=1)
     if cfg.cross_model is not None:
         xm = cfg.cross_model

@@ -27,23 +27,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="promptgrid", description=__doc__)
     sub = p.add_subparsers(dest="verb", required=True)
 
-    def verb(name, help_text, *args):
+    def verb(name, help_text, *args, many=()):
         sp = sub.add_parser(name, help=help_text)
         sp.add_argument("--config", required=True, help="study config (YAML, or the resolved config.json)")
         for a in args:
-            sp.add_argument(f"--{a}", required=True)
+            sp.add_argument(f"--{a}", required=True, nargs="+" if a in many else None,
+                            help="one or more, handled in one process" if a in many else None)
         return sp
 
     sp = sub.add_parser("check", help="validate a study config and print its grid")
     sp.add_argument("config")
     sub.add_parser("fetch-bigbench", help="download the BIG-bench source archive into the cache, once")
     verb("prepare", "normalise and split one task", "task")
-    verb("train", "train a task's own prompt for every seed", "backbone", "task")
-    verb("zeroshot", "evaluate every source prompt on a target", "backbone", "target")
+    verb("train", "train a task's own prompt for every seed", "backbone", "task", many=("task",))
+    verb("zeroshot", "evaluate every source prompt on a target", "backbone", "target", many=("target",))
     verb("transfer", "train every transfer run of a method into a target", "backbone", "target", "method")
     verb("prompt-metrics", "prompt-only similarity metrics for every pair", "backbone")
     verb("on-metric", "ON: overlap of activated neurons, masks cached per prompt", "backbone")
-    verb("panda-metric", "PANDA metric for every source into a target", "backbone", "target")
+    verb("panda-metric", "PANDA metric for every source into a target", "backbone", "target", many=("target",))
     verb("collect", "gather parts into tables/transfer, similarity and curves")
     verb("correlate", "correlations, metric comparison, retrieval and summary tables")
     sp = verb("figure", "draw one figure kind", "kind", "backbone")
@@ -78,6 +79,16 @@ def main(argv=None) -> int:
     return code or 0
 
 
+def _each(names: list, verb: str):
+    """Yield each name, with a progress line when one job handles several."""
+    t0 = time.time()
+    for i, name in enumerate(names):
+        if len(names) > 1:
+            eta = "" if i == 0 else f", ETA {(time.time() - t0) / i * (len(names) - i):.0f}s"
+            print(f"[{verb}] {i + 1}/{len(names)}: {name}{eta}", flush=True)
+        yield name
+
+
 def dispatch(args) -> int:
     from promptgrid import jobs
 
@@ -100,9 +111,11 @@ def dispatch(args) -> int:
     if args.verb == "prepare":
         jobs.prepare(study, args.task)
     elif args.verb == "train":
-        jobs.train(study, args.backbone, args.task)
+        for task in _each(args.task, "train"):  # the Study caches the model: loaded once for all tasks
+            jobs.train(study, args.backbone, task)
     elif args.verb == "zeroshot":
-        jobs.zeroshot(study, args.backbone, args.target)
+        for target in _each(args.target, "zeroshot"):
+            jobs.zeroshot(study, args.backbone, target)
     elif args.verb == "transfer":
         jobs.transfer(study, args.backbone, args.target, args.method)
     elif args.verb == "prompt-metrics":
@@ -110,7 +123,8 @@ def dispatch(args) -> int:
     elif args.verb == "on-metric":
         jobs.on_metric(study, args.backbone)
     elif args.verb == "panda-metric":
-        jobs.panda_metric(study, args.backbone, args.target)
+        for target in _each(args.target, "panda-metric"):
+            jobs.panda_metric(study, args.backbone, target)
     elif args.verb == "collect":
         jobs.collect(study)
     elif args.verb == "correlate":

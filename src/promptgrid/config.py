@@ -297,6 +297,16 @@ class AnalysisConfig:
 
 
 @dataclass
+class JobsConfig:
+    """How runs are grouped into Snakemake jobs. Results do not depend on it (it is in no config hash)."""
+
+    per_backbone: bool = field(default=False, metadata={
+        "help": "true: one train, one zeroshot and one panda-metric job per backbone, each loading the model "
+                "once for every task (a workstation: less process start and model load per job). false: one "
+                "job per task / target (a cluster: more parallel jobs, and a changed task reruns only its own)"})
+
+
+@dataclass
 class StudyConfig:
     study: str
     backbones: dict
@@ -309,6 +319,7 @@ class StudyConfig:
     transfer: TransferConfig = field(default_factory=TransferConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
     results_dir: str = "results"
     cache_dir: Optional[str] = None
     task_defaults: dict = field(default_factory=dict, metadata={"help": "keys applied to every task unless it sets them"})
@@ -431,8 +442,8 @@ def _check_scalar(value, tp, key):
 
 
 _NESTED = {"prompt": PromptConfig, "training": TrainingConfig, "transfer": TransferConfig,
-           "metrics": MetricsConfig, "analysis": AnalysisConfig, "panda": PandaConfig, "spot_topk": SpotConfig,
-           "cross_model": CrossModelConfig}
+           "metrics": MetricsConfig, "analysis": AnalysisConfig, "jobs": JobsConfig, "panda": PandaConfig,
+           "spot_topk": SpotConfig, "cross_model": CrossModelConfig}
 
 
 def _build(cls, raw, prefix: str):

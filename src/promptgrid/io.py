@@ -13,12 +13,14 @@ import subprocess
 import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
+
+if TYPE_CHECKING:  # imported where prompts are read or written: table-only jobs start without torch
+    import torch
 
 PROVENANCE_KEY = b"promptgrid"
 
@@ -132,6 +134,7 @@ def read_table_meta(path) -> dict:
 # ---------------------------------------------------------------- prompts
 def save_prompt(path, prompt: torch.Tensor, meta: dict) -> None:
     """Save one prompt (L, d) as safetensors; ``meta`` values are stored as strings (JSON for non-strings)."""
+    import torch
     from safetensors.torch import save_file
 
     if prompt.dim() != 2:
@@ -143,6 +146,7 @@ def save_prompt(path, prompt: torch.Tensor, meta: dict) -> None:
 
 def load_prompt(path, expect_dim: Optional[int] = None, expect_length: Optional[int] = None):
     """Load a prompt saved by :func:`save_prompt`. Returns (tensor (L, d), metadata dict)."""
+    import torch
     from safetensors import safe_open
 
     path = Path(path)
@@ -181,9 +185,13 @@ def load_prompt(path, expect_dim: Optional[int] = None, expect_length: Optional[
 
 def load_torch_checkpoint(path) -> dict:
     """Load our own training checkpoint; never unpickles arbitrary objects."""
+    import torch
+
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def save_torch_checkpoint(path, state: dict) -> None:
+    import torch
+
     with atomic_path(path) as tmp:
         torch.save(state, tmp)

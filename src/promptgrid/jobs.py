@@ -9,14 +9,18 @@ import functools
 import json
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import pandas as pd
-import torch
 
+# torch is imported inside the verbs that need it: prepare, collect, correlate and figure jobs then
+# start without its ~2 s import (bench/README.md, per-job overhead)
 from promptgrid import layout
 from promptgrid.config import PROMPT_METRICS, StudyConfig, load_config
 from promptgrid.io import load_prompt, provenance, read_table, save_prompt, write_table
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Study:
@@ -52,6 +56,8 @@ class Study:
         if name not in self.cfg.backbones:
             raise KeyError(f"unknown backbone {name!r}; the config defines {sorted(self.cfg.backbones)}")
         if name not in self._backbones:
+            import torch
+
             from promptgrid.backbones import load_backbone
 
             torch.manual_seed(0)
@@ -97,10 +103,13 @@ class Study:
             self._objectives[key] = make_objective(self.backbone(backbone), tcfg, task=task, head=head)
         return self._objectives[key]
 
-    def task_prompt(self, backbone: str, task: str, seed: int, early: bool = False) -> torch.Tensor:
-        bb = self.backbone(backbone)
+    def task_prompt(self, backbone: str, task: str, seed: int, early: bool = False,
+                    load_model: bool = True) -> torch.Tensor:
+        """A task's prompt (L, d), its width checked against the backbone (``load_model=False``: against
+        nothing here; callers that never run the model check the widths agree among themselves)."""
+        dim = self.backbone(backbone).embed_dim if load_model else None
         prompt, _ = load_prompt(self.path(layout.task_prompt(backbone, task, seed, early)),
-                                expect_dim=bb.embed_dim, expect_length=self.cfg.prompt.length)
+                                expect_dim=dim, expect_length=self.cfg.prompt.length)
         return prompt
 
     def fresh_init(self, backbone: str, task: str, seed: int) -> torch.Tensor:
@@ -116,6 +125,13 @@ class Study:
             label_ids = head.label_token_ids or [bb.tokenizer(t, add_special_tokens=False)["input_ids"]
                                                  for t in head.label_texts]
         return init_prompt(self.cfg.prompt, bb.embed_layer.weight, seed, label_ids, from_file)
+
+
+def _stack(prompts: list):
+    """K prompts (L, d) -> a bank (K, L, d)."""
+    import torch
+
+    return torch.stack(prompts)
 
 
 # ---------------------------------------------------------------- verbs
@@ -158,7 +174,7 @@ def train(study: Study, backbone: str, task: str) -> None:
     results = train_runs(bb, objective, tr, dev, runs, cfg.training,
                          checkpoint=study.path(layout.checkpoint("train", backbone, task)), checkpoint_key=h,
                          label=f"train {backbone}/{task}")
-    scores = objective.score(torch.stack([r.best_prompt for r in results]), test, cfg.training.eval_batch_size,
+    scores = objective.score(_stack([r.best_prompt for r in results]), test, cfg.training.eval_batch_size,
                              cfg.training.precision)
     for seed, r in zip(cfg.seeds, results):
         meta = study.meta(h, seed=seed, backbone=backbone, task=task, step=r.best_step, role="task",
@@ -293,7 +309,7 @@ def transfer(study: Study, backbone: str, target: str, method: str) -> None:
     results = train_runs(bb, objective, tr, dev, runs, cfg.training, kd=kd,
                          checkpoint=study.path(layout.checkpoint(method, backbone, target)), checkpoint_key=h,
                          label=f"{method} {backbone}/->{target}")
-    scores = objective.score(torch.stack([r.best_prompt for r in results]), test, cfg.training.eval_batch_size,
+    scores = objective.score(_stack([r.best_prompt for r in results]), test, cfg.training.eval_batch_size,
                              cfg.training.precision)
     for (src, seed), r in zip(pairs, results):
         save_prompt(study.path(layout.transfer_prompt(backbone, method, target, src, seed)), r.best_prompt,
@@ -329,8 +345,13 @@ def prompt_metrics(study: Study, backbone: str) -> None:
     names = [m for m in cfg.metrics.names if m in PROMPT_METRICS]
     rows = []
     for early in (False, True):
-        prompts = {t: {seed: study.task_prompt(backbone, t, seed, early) for seed in cfg.seeds}
+        # prompt-only metrics never run the model, so the job skips loading it (per-job overhead)
+        prompts = {t: {seed: study.task_prompt(backbone, t, seed, early, load_model=False) for seed in cfg.seeds}
                    for t in cfg.trained_tasks}
+        widths = {(t, seed): p.shape[1] for t, by_seed in prompts.items() for seed, p in by_seed.items()}
+        if len(set(widths.values())) > 1:
+            raise ValueError(f"prompts of backbone {backbone!r} differ in width: {widths}; were some trained on "
+                             f"another backbone?")
         for metric in names:
             values = {(s, t): seed_pair_similarity(prompts[s], prompts[t], metric)
                       for s in cfg.sources for t in cfg.targets}
@@ -356,7 +377,8 @@ def on_mask_for(study: Study, backbone: str, task: str, seed: int) -> torch.Tens
 
     The cache records the prompt file's digest, so a retrained prompt never reuses a stale mask.
     """
-    from safetensors.torch import load_file, save_file
+    import torch
+    from safetensors.torch import save_file
 
     from promptgrid.io import atomic_path
     from promptgrid.metrics import activation_mask
@@ -402,23 +424,25 @@ def on_metric(study: Study, backbone: str) -> None:
     print(f"[on-metric] {backbone}: {len(masks)} masks, {len(rows)} rows", flush=True)
 
 
-@torch.inference_mode()
 def _task_vectors(bb, prompts: torch.Tensor, data, batch_size: int, precision: str = "fp32") -> torch.Tensor:
-    """PANDA task vectors (K, h): mean pooled output of each of K prompts over the examples."""
+    """PANDA task vectors (K, h): mean pooled output of each of K prompts (K, L, d) over the examples."""
+    import torch
+
     from promptgrid.metrics import panda_task_vector
     from promptgrid.training import autocast
 
     K = prompts.shape[0]
     chunk = max(1, batch_size // K)
     pooled_all = [[] for _ in range(K)]
-    for start in range(0, len(data), chunk):
-        ids = data.ids[start: start + chunk]
-        index = torch.arange(K).repeat_interleave(len(ids))
-        with autocast(bb, precision):
-            pooled = bb.pooled(prompts[index], bb.collate(ids * K)).float().view(K, len(ids), -1)
-        for k in range(K):
-            pooled_all[k].append(pooled[k])
-    return torch.stack([panda_task_vector(torch.cat(p)) for p in pooled_all])
+    with torch.inference_mode():
+        for start in range(0, len(data), chunk):
+            ids = data.ids[start: start + chunk]
+            index = torch.arange(K).repeat_interleave(len(ids))
+            with autocast(bb, precision):
+                pooled = bb.pooled(prompts[index], bb.collate(ids * K)).float().view(K, len(ids), -1)
+            for k in range(K):
+                pooled_all[k].append(pooled[k])
+        return torch.stack([panda_task_vector(torch.cat(p)) for p in pooled_all])
 
 
 def panda_metric(study: Study, backbone: str, target: str) -> None:
@@ -430,7 +454,7 @@ def panda_metric(study: Study, backbone: str, target: str) -> None:
     data = study.encoded(backbone, target, "train", limit=cfg.metrics.panda_examples)
     keys = [(s, seed) for s in cfg.sources for seed in cfg.seeds] + [(target, seed) for seed in cfg.seeds]
     keys = list(dict.fromkeys(keys))
-    prompts = torch.stack([study.task_prompt(backbone, t, seed) for t, seed in keys])
+    prompts = _stack([study.task_prompt(backbone, t, seed) for t, seed in keys])
     vectors = dict(zip(keys, _task_vectors(bb, prompts, data, cfg.training.eval_batch_size,
                                                      cfg.training.precision)))
     rows = []

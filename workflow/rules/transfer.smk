@@ -1,22 +1,49 @@
-rule zeroshot:
-    input:
-        lambda w: task_data(w.target) + source_prompts(w.backbone),
-    output:
-        R("parts/{backbone}/zeroshot/{target}.parquet"),
-    params:
-        config=CONFIG_JSON,
-        cfg_hash=lambda w: stage_hash("prompt", "training", "seeds", "sources", task=w.target, backbone=w.backbone),
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=60,
-    log:
-        R("logs/zeroshot/{backbone}/{target}.log"),
-    conda:
-        ENV
-    shell:
-        "PROMPTGRID_THREADS={threads} promptgrid zeroshot --config {params.config:q} "
-        "--backbone {wildcards.backbone:q} --target {wildcards.target:q} > {log:q} 2>&1"
+if CFG.jobs.per_backbone:
+
+    rule zeroshot_backbone:
+        """Every source prompt on every target's test split, one job per backbone (jobs.per_backbone)."""
+        input:
+            lambda w: [f for t in CFG.targets for f in task_data(t)] + source_prompts(w.backbone),
+        output:
+            expand(R("parts/{{backbone}}/zeroshot/{target}.parquet"), target=CFG.targets),
+        params:
+            config=CONFIG_JSON,
+            cfg_hash=lambda w: [stage_hash("prompt", "training", "seeds", "sources", task=t, backbone=w.backbone)
+                                for t in CFG.targets],
+            targets=" ".join(CFG.targets),
+        threads: 2
+        resources:
+            mem_mb=4000,
+            runtime=30 + 30 * len(CFG.targets),
+        log:
+            R("logs/zeroshot/{backbone}.log"),
+        conda:
+            ENV
+        shell:
+            "PROMPTGRID_THREADS={threads} promptgrid zeroshot --config {params.config:q} "
+            "--backbone {wildcards.backbone:q} --target {params.targets} > {log:q} 2>&1"
+
+else:
+
+    rule zeroshot:
+        input:
+            lambda w: task_data(w.target) + source_prompts(w.backbone),
+        output:
+            R("parts/{backbone}/zeroshot/{target}.parquet"),
+        params:
+            config=CONFIG_JSON,
+            cfg_hash=lambda w: stage_hash("prompt", "training", "seeds", "sources", task=w.target, backbone=w.backbone),
+        threads: 2
+        resources:
+            mem_mb=4000,
+            runtime=60,
+        log:
+            R("logs/zeroshot/{backbone}/{target}.log"),
+        conda:
+            ENV
+        shell:
+            "PROMPTGRID_THREADS={threads} promptgrid zeroshot --config {params.config:q} "
+            "--backbone {wildcards.backbone:q} --target {wildcards.target:q} > {log:q} 2>&1"
 
 
 rule transfer:
