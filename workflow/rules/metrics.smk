@@ -48,6 +48,7 @@ if CFG.jobs.per_backbone:
                                            backbone=w.backbone) for t in CFG.targets],
             targets=" ".join(CFG.targets),
         threads: 2
+        priority: 2  # every PANDA transfer waits for it
         log:
             R("logs/metrics/{backbone}/panda.log"),
         conda:
@@ -68,6 +69,7 @@ else:
             cfg_hash=lambda w: stage_hash("sources", "metrics.panda_examples", "training.precision", task=w.target,
                                           backbone=w.backbone),
         threads: 2
+        priority: 2  # the PANDA transfer into this target waits for it
         log:
             R("logs/metrics/{backbone}/panda/{target}.log"),
         conda:

@@ -57,6 +57,8 @@ rule transfer:
         cfg_hash=lambda w: stage_hash("prompt", "training", "seeds", "sources", *method_sections(w.method),
                                       task=w.target, backbone=w.backbone),
     threads: 2
+    # the longest chain is vanilla -> PANDA per target: start transfers before the short metric jobs
+    priority: 1
     resources:
         mem_mb=6000,
         runtime=240,
