@@ -7,6 +7,8 @@ model, from `overhead`) are applied to each study's grid:
 
 - train: one job per (model, task), a bank of `seeds` runs, `steps` steps of `batch` rows;
 - zeroshot: one job per (model, target), sources x seeds prompts on the test split;
+- with `jobs.per_backbone` the train, zeroshot and PANDA-metric jobs of a model are one job each
+  (one model load);
 - vanilla / panda / spot_topk: one job per (model, target), a bank of sources x seeds runs
   (spot_topk: seeds runs); panda's teacher forward adds half a step;
 - dev evaluations every `eval_every` steps (plus step 0) and one test scoring per run.
@@ -67,18 +69,26 @@ def study_jobs(cfg, m: dict) -> list:
             return load + steps + evals + K * test(task) * tok * e_tok * scale
 
         jobs += [("prepare", other.get("prepare", 0.0)) for _ in trained] if name == list(cfg.backbones)[0] else []
-        jobs += [("train", bank_job(E, t)) for t in trained]
+        per_model = []  # jobs.per_backbone: these verbs run once per model, loading it once
+        per_model.append([("train", bank_job(E, t)) for t in trained])
         methods = cfg.transfer.methods
+        zeroshot, panda_metric = [], []
         for t in cfg.targets:
             if "zeroshot" in methods:
-                jobs.append(("zeroshot", load + S * E * test(t) * tok * e_tok * scale))
+                zeroshot.append(("zeroshot", load + S * E * test(t) * tok * e_tok * scale))
             if "vanilla" in methods or "panda" in methods:
                 jobs.append(("vanilla", bank_job(S * E, t)))
             if "spot_topk" in methods:
                 jobs.append(("spot_topk", bank_job(E, t)))
             if "panda" in methods:
                 jobs.append(("panda", bank_job(S * E, t, 1.5)))
-                jobs.append(("panda-metric", load + (S + 1) * E * cfg.metrics.panda_examples * tok * e_tok * scale))
+                panda_metric.append(("panda-metric",
+                                     load + (S + 1) * E * cfg.metrics.panda_examples * tok * e_tok * scale))
+        for group in (*per_model, zeroshot, panda_metric):
+            if group and cfg.jobs.per_backbone:
+                jobs.append((group[0][0], load + sum(sec - load for _, sec in group)))
+            else:
+                jobs += group
         jobs += [("prompt-metrics", other.get("prompt-metrics", load)), ("on-metric", other.get("on-metric", load))]
         jobs += [("figure", other.get("figure", 0.0)) for _ in range(8)]
     jobs += [("collect", other.get("collect", 0.0)), ("correlate", other.get("correlate", 0.0))]
