@@ -24,7 +24,7 @@ sys.path.insert(0, str(HERE))
 
 import torch  # noqa: E402
 
-NAMES = ["train_throughput", "efficiency", "zeroshot", "bank", "overhead", "dag", "levers", "scaling"]
+NAMES = ["train_throughput", "precision", "efficiency", "zeroshot", "bank", "overhead", "dag", "levers", "scaling"]
 RESULTS, README = HERE / "results.json", HERE / "README.md"
 
 
@@ -46,14 +46,28 @@ def goals(b: dict) -> str:
         t = b["train_throughput"]["variants"]
         n = len(b["train_throughput"].get("tasks", {})) or 1
         tt = g("train_throughput")
-        how = ("met (fp32)" if tt.get("met_fp32") else "met with bf16 autocast only" if tt.get("met_bf16")
-               else "NOT met")
-        bf16 = (f"; with bf16 autocast: {t['pg128bf16']['speedup']:.2f}x (dev {t['pg128bf16']['dev_mean']:.1f})"
-                if "pg128bf16" in t else "")
+        # bf16's dev accuracy is judged on the paired runs of `precision` when they exist (2 seeds per task
+        # here cannot tell a 2-point loss from noise): non-inferior = 95% CI of bf16 - fp32 above -1 point,
+        # and fp32 itself within 2 points of PEFT
+        p = b.get("precision") or {}
+        bf16_equal = (p["diff_ci"][0] > -1 and t["pg128"]["dev_mean"] >= t["peft"]["dev_mean"] - 2) if p \
+            else tt.get("met_bf16")
+        bf16_met = "pg128bf16" in t and t["pg128bf16"]["speedup"] >= 3 and bf16_equal
+        how = ("met (fp32)" if tt.get("met_fp32") else
+               "met with `training.precision: bf16` (opt-in); fp32 NOT met" if bf16_met else "NOT met")
+        paired = (f", paired against fp32 over {p['n']} runs: {p['diff_mean']:+.1f} points (95% CI "
+                  f"{p['diff_ci'][0]:+.1f} to {p['diff_ci'][1]:+.1f})" if p else "")
+        bf16 = (f"; with bf16 autocast: {t['pg128bf16']['speedup']:.2f}x (dev {t['pg128bf16']['dev_mean']:.1f}"
+                f"{paired})" if "pg128bf16" in t else "")
         rows.append(["training throughput vs PEFT at equal dev accuracy", ">= 3x",
                      f"same inputs (max_length 128), {n} tasks: {t['pg128']['speedup']:.2f}x "
                      f"(dev {t['pg128']['dev_mean']:.1f} vs PEFT {t['peft']['dev_mean']:.1f}){bf16}; "
                      f"study config (max_length 32): {t['pg']['speedup']:.2f}x (dev {t['pg']['dev_mean']:.1f})", how])
+    if b.get("precision"):
+        p = b["precision"]
+        rows.append(["bf16 autocast against fp32: dev accuracy, paired runs (max_length 128)", "(no goal)",
+                     f"{p['diff_mean']:+.2f} points (95% CI {p['diff_ci'][0]:+.2f} to {p['diff_ci'][1]:+.2f}, "
+                     f"{p['n']} runs) at {p['speedup']:.2f}x the training speed", ""])
     if g("efficiency"):
         e = b["efficiency"]["efficiency"]
         rows.append(["achieved FLOP/s of a training step / GEMM rate (oneDNN setting)", ">= 60%",
