@@ -28,13 +28,27 @@ NAMES = ["train_throughput", "precision", "efficiency", "zeroshot", "bank", "ove
 RESULTS, README = HERE / "results.json", HERE / "README.md"
 
 
+def cpu_generation() -> str:
+    """' (family F, model M; avx512_bf16 ...)' from /proc/cpuinfo: a VM's model name often omits the
+    generation, which decides the GEMM rates (bench/README.md, section 1)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        family = re.search(r"^cpu family\s*:\s*(\d+)", info, re.M).group(1)
+        model = re.search(r"^model\s*:\s*(\d+)", info, re.M).group(1)
+        flags = set(re.search(r"^flags\s*:(.*)$", info, re.M).group(1).split())
+    except (OSError, AttributeError):
+        return ""
+    wide = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f" (family {family}, model {model}; {' '.join(wide) or 'no AVX-512'})"
+
+
 def machine() -> dict:
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
         model = re.search(r"^Model name:\s*(.+)$", lscpu, re.M).group(1).strip()
     except (OSError, AttributeError):
         model = platform.processor() or "unknown"
-    return {"cpu": model, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    return {"cpu": model + cpu_generation(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(),
             "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M")}
 
@@ -91,9 +105,14 @@ def goals(b: dict) -> str:
     return C.md_table(["goal", "target", "measured (median)", ""], rows)
 
 
+def under_load(load: float) -> bool:
+    """A benchmark's own threads keep the 1-min load near the core count; beyond that, others were running."""
+    return load > (os.cpu_count() or 1) + 0.5
+
+
 def stamp(entry: dict) -> str:
     la = entry["loadavg"]
-    under = " **under load**" if max(la) > 2 else ""
+    under = " **under load**" if under_load(max(la)) else ""
     return (f"_{'quick' if entry['quick'] else 'full'} run, {entry['date']}, {entry['seconds']:.0f} s, "
             f"1-min load average {la[0]:.1f} before / {la[1]:.1f} after{under}_")
 
@@ -112,7 +131,7 @@ def write_readme(results: dict) -> None:
     loads = [max(e["loadavg"]) for e in results["benchmarks"].values() if "loadavg" in e]
     header = (f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
               f"Python {m['python']}; last run {m['date']}.")
-    if loads and max(loads) > 2:
+    if loads and under_load(max(loads)):
         header += (f" **Taken under load**: the 1-min load average reached {max(loads):.1f} on {m['cores']} cores "
                    f"(other jobs were running), so absolute times are inflated and noisy; the ratios come from "
                    f"variants alternated in the same process.")
