@@ -15,7 +15,7 @@ TASK = "medicine_text"
 def run(quick: bool) -> dict:
     # quick: 20 dev examples (evaluation would otherwise be most of the time); full: the study's 50
     steps, repeats, n_dev, sizes = (3, 2, 20, (1, 4, 8, 16)) if quick else (10, 3, 50, (1, 4, 8, 16))
-    bb = C.backbone(fast=True)
+    bb = C.backbone()
     head = bb.task_head(C.study().tasks[TASK].label_texts)
     train = C.encoded(bb, TASK, "train")
     dev = C.encoded(bb, TASK, "dev")
@@ -24,21 +24,18 @@ def run(quick: bool) -> dict:
 
     def sequential(K):
         def fn(r):
-            with C.matmul(True):
-                parts = [C.timed_train(bb, head, train, dev, cfg, [k]) for k in range(K)]
+            parts = [C.timed_train(bb, head, train, dev, cfg, [k]) for k in range(K)]
             return {"s": sum(p[0] + p[1] for p in parts), "train_s": sum(p[0] for p in parts),
                     "dev": [C.final_dev(p[2][0]) for p in parts]}
         return fn
 
     def bank(K):
         def fn(r):
-            with C.matmul(True):
-                train_s, eval_s, results = C.timed_train(bb, head, train, dev, cfg, list(range(K)))
+            train_s, eval_s, results = C.timed_train(bb, head, train, dev, cfg, list(range(K)))
             return {"s": train_s + eval_s, "train_s": train_s, "dev": [C.final_dev(x) for x in results]}
         return fn
 
-    with C.matmul(True):
-        C.timed_train(bb, head, train, dev, C.train_cfg(2), [0])  # warm-up
+    C.timed_train(bb, head, train, dev, C.train_cfg(2), [0])  # warm-up
     out = {"steps": steps, "repeats": repeats, "dev_examples": n_dev, "sizes": {}}
     rows = []
     for K in sizes:

@@ -23,8 +23,6 @@ from promptgrid.config import default_cache_dir, load_config  # noqa: E402
 
 CACHE = default_cache_dir()
 ARCHIVE = CACHE / "bigbench-1.0.0.tar.gz"
-# torch's own CPU matmul setting, read before load_backbone switches on the oneDNN fast path
-DEFAULT_FP32_PRECISION = torch.backends.mkldnn.matmul.fp32_precision
 BENCH_DEV = 100  # dev examples for the accuracy columns (the study uses 50; more costs minutes under load)
 
 
@@ -44,29 +42,31 @@ def splits(task: str, max_dev: int = BENCH_DEV) -> dict:
     return prepare_task(dataclasses.replace(tc, max_dev=max_dev), task, CACHE)
 
 
-def backbone(fast: bool = True):
-    """The default study's MiniLM. fast: oneDNN fast matmul + eager attention (promptgrid's default);
-    otherwise HF defaults (sdpa attention, torch's fp32 matmul). Cached per setting."""
+def backbone(attention: str = "eager"):
+    """The default study's MiniLM with ``attention`` eager (what ``training.attention: auto`` picks on a
+    CPU) or sdpa (Hugging Face's default). Loading sets IEEE fp32 (promptgrid.precision); bf16 runs only
+    inside train_runs' and predict_bank's precision scopes. Cached per setting."""
     from promptgrid.backbones import load_backbone
 
-    cfg = study()
-    bb = load_backbone("minilm", cfg.backbones["minilm"], CACHE, fast_matmul=fast)
-    set_matmul(False)  # load_backbone flips a process-wide switch; each variant sets its own
-    return bb
-
-
-def set_matmul(fast: bool) -> None:
-    torch.backends.mkldnn.matmul.fp32_precision = "bf16" if fast else DEFAULT_FP32_PRECISION
+    return load_backbone("minilm", study().backbones["minilm"], CACHE, attention=attention)
 
 
 @contextlib.contextmanager
-def matmul(fast: bool):
+def onednn_knob(setting: str):
+    """torch's oneDNN fp32 GEMM setting ("ieee", "bf16") around a raw GEMM measurement; restored after."""
     before = torch.backends.mkldnn.matmul.fp32_precision
-    set_matmul(fast)
+    torch.backends.mkldnn.matmul.fp32_precision = setting
     try:
         yield
     finally:
         torch.backends.mkldnn.matmul.fp32_precision = before
+
+
+def fast_bf16() -> bool:
+    """Whether this CPU computes bf16 fast, i.e. what ``training.precision: auto`` resolves to bf16 on."""
+    from promptgrid.precision import fast_bf16 as fast
+
+    return fast("cpu")
 
 
 def encoded(bb, task: str, split: str, max_length: int | None = None):

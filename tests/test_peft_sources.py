@@ -33,7 +33,7 @@ def _raw(tmp_path: Path, model_dir: Path, adapters: dict | None = None) -> dict:
         "sources": ["a", "b"], "targets": ["c"], "seeds": [0, 1],
         "prompt": {"length": 4},
         "training": {"steps": 2, "batch_size": 4, "eval_every": 1, "checkpoint_every": 1, "early_step": 1,
-                     "fast_matmul": False},
+                     "precision": "fp32"},
         "transfer": {"methods": ["zeroshot", "vanilla"]},
         "metrics": {"names": ["cos_avg"]},
     }
@@ -58,7 +58,7 @@ def _export(tmp_path, model_dir, length=4) -> tuple:
     from promptgrid.peft_io import export_peft
 
     bb = load_backbone("enc", BackboneConfig(model=str(model_dir), kind="encoder", max_length=16), tmp_path / "cache",
-                       fast_matmul=False)
+                       attention="sdpa")
     torch.manual_seed(3)
     prompt = 0.1 * torch.randn(length, bb.embed_dim)
     folder = tmp_path / f"adapter{length}"

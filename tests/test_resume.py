@@ -25,7 +25,8 @@ def make_study(repo, root):
                               "dev_fraction": 0.25, "test_fraction": 0.25}},
         "sources": ["reviews"], "targets": ["reviews"], "seeds": [0, 1],
         "prompt": {"length": 4},
-        "training": {"steps": 60, "batch_size": 4, "eval_every": 20, "checkpoint_every": 5, "early_step": 5},
+        "training": {"steps": 60, "batch_size": 4, "eval_every": 20, "checkpoint_every": 5, "early_step": 5,
+                     "precision": "fp32"},
     }
     root.mkdir(parents=True, exist_ok=True)
     path = root / "study.yaml"

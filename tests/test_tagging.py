@@ -363,7 +363,7 @@ def test_the_training_engine_runs_a_tagging_bank_with_panda_kd(kind):
     data = obj.encode(read_conll(FIX / "conll2003.jsonl"))
     init = bank(bb, 2, scale=0.1)
     runs = [RunSpec("a", 0, init[0]), RunSpec("b", 1, init[1], teacher=init[0] + 0.05, beta=0.5)]
-    cfg = TrainingConfig(steps=4, batch_size=4, eval_every=2, eval_batch_size=8, lr=0.05, early_step=2)
+    cfg = TrainingConfig(steps=4, batch_size=4, eval_every=2, eval_batch_size=8, lr=0.05, early_step=2, precision="fp32")
     results = train_runs(bb, obj, data, data, runs, cfg, kd=PandaConfig(), log=lambda m: None)
     assert [r.run_id for r in results] == ["a", "b"]
     for r in results:

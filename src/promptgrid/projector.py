@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from promptgrid.backbones import Backbone, TaskHead
-from promptgrid.training import EncodedSplit, autocast, batch_indices
+from promptgrid.precision import precision_scope
+from promptgrid.training import EncodedSplit, batch_indices
 
 PROJECTORS = ("linear", "mlp")
 
@@ -217,7 +218,7 @@ def train_task(projector: torch.nn.Module, backbone: Backbone, tasks: dict, prom
         visits[t] += 1
         batch = backbone.collate([task.data.ids[i] for i in idx])
         prompt_b = projector(prompts_a[t][j])  # (L, d_b)
-        with autocast(backbone, precision):
+        with precision_scope(precision, backbone.device):
             logits = backbone.logits(prompt_b.unsqueeze(0).expand(len(idx), -1, -1), batch, task.head).float()
         loss = F.cross_entropy(logits, task.data.labels[idx])
         optimizer.zero_grad(set_to_none=True)

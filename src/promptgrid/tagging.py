@@ -68,6 +68,7 @@ import torch.nn.functional as F
 
 from promptgrid import training
 from promptgrid.backbones import Backbone, BackboneError
+from promptgrid.precision import precision_scope
 from promptgrid.generation import (CONLL2003_NER_LABELS, CONLL_EXTRA_COLUMNS, SQUAD_EXTRA_COLUMNS, bio_entities,
                                    linearize_entities, text2text_score)
 
@@ -408,7 +409,7 @@ class TaggingObjective:
         K, N = prompts.shape[0], len(split)
         out = [[""] * N for _ in range(K)]
         for idx, prompt_index in training.bank_chunks([len(ids) for ids in split.ids], K, batch_size):
-            with training.autocast(self.backbone, precision):
+            with precision_scope(precision, self.backbone.device):
                 logits, _ = self.word_logits(prompts[prompt_index], split, idx * K)
             logits = logits.float()
             for j, i in enumerate(idx * K):
