@@ -13,7 +13,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/prompts.smk"
 include: "workflow/rules/transfer.smk"
 include: "workflow/rules/crossmodel.smk"
-include: "workflow/rules/metrics.smk"
+include: "workflow/rules/similarity.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/figures.smk"
 
@@ -21,12 +21,8 @@ include: "workflow/rules/figures.smk"
 report: "workflow/report/workflow.rst"
 
 
-localrules:
-    all,
-    collect,
-
-
 rule all:
-    input:
-        final_outputs(),
     default_target: True
+    input:
+        W.final_outputs(),
+    localrule: True

@@ -19,7 +19,7 @@ def run(quick: bool) -> dict:
     head = bb.task_head(C.study().tasks[TASK].label_texts)
     train = C.encoded(bb, TASK, "train")
     dev = C.encoded(bb, TASK, "dev")
-    dev = C.training.EncodedSplit(dev.ids[:n_dev], dev.labels[:n_dev])
+    dev = C.scoring.EncodedSplit(dev.ids[:n_dev], dev.labels[:n_dev])
     cfg = C.train_cfg(steps)
 
     def sequential(K):

@@ -18,8 +18,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from promptgrid import training  # noqa: E402
-from promptgrid.config import default_cache_dir, load_config  # noqa: E402
+from promptgrid.config import default_cache_dir, load_config
+from promptgrid.engine import scoring, training
+from promptgrid.objectives.classification import ClassificationObjective
 
 CACHE = default_cache_dir()
 ARCHIVE = CACHE / "bigbench-1.0.0.tar.gz"
@@ -27,15 +28,16 @@ BENCH_DEV = 100  # dev examples for the accuracy columns (the study uses 50; mor
 
 
 # ---------------------------------------------------------------- study pieces
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def study(path: str = "config.yaml"):
     return load_config(ROOT / path)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def splits(task: str, max_dev: int = BENCH_DEV) -> dict:
     """{'train','dev','test'} DataFrames of a default-study task, extracted from the BIG-bench archive."""
-    from promptgrid.tasks import extract_bigbench_task, prepare_task
+    from promptgrid.data.bigbench import extract_bigbench_task
+    from promptgrid.data.prepare import prepare_task
 
     tc = study().tasks[task]
     extract_bigbench_task(ARCHIVE, tc.path, CACHE)
@@ -44,9 +46,9 @@ def splits(task: str, max_dev: int = BENCH_DEV) -> dict:
 
 def backbone(attention: str = "eager"):
     """The default study's MiniLM with ``attention`` eager (what ``training.attention: auto`` picks on a
-    CPU) or sdpa (Hugging Face's default). Loading sets IEEE fp32 (promptgrid.precision); bf16 runs only
+    CPU) or sdpa (Hugging Face's default). Loading sets IEEE fp32 (promptgrid.models.precision); bf16 runs only
     inside train_runs' and predict_bank's precision scopes. Cached per setting."""
-    from promptgrid.backbones import load_backbone
+    from promptgrid.models.loading import load_backbone
 
     return load_backbone("minilm", study().backbones["minilm"], CACHE, attention=attention)
 
@@ -64,7 +66,7 @@ def onednn_knob(setting: str):
 
 def fast_bf16() -> bool:
     """Whether this CPU computes bf16 fast, i.e. what ``training.precision: auto`` resolves to bf16 on."""
-    from promptgrid.precision import fast_bf16 as fast
+    from promptgrid.models.precision import fast_bf16 as fast
 
     return fast("cpu")
 
@@ -73,7 +75,7 @@ def encoded(bb, task: str, split: str, max_length: int | None = None):
     """EncodedSplit of a task split, left-truncated to max_length (default: the backbone's)."""
     df = splits(task)[split]
     ids = [bb.encode_text(t, max_length) for t in df["text"]]
-    return training.EncodedSplit(ids, torch.as_tensor(df["label"].tolist(), dtype=torch.long))
+    return scoring.EncodedSplit(ids, torch.as_tensor(df["label"].tolist(), dtype=torch.long))
 
 
 def train_cfg(steps: int, **changes):
@@ -84,7 +86,7 @@ def train_cfg(steps: int, **changes):
 
 def init(bb, seed: int) -> torch.Tensor:
     """The study's initial prompt (L, d) for a seed (random vocabulary rows)."""
-    from promptgrid.prompt import init_prompt
+    from promptgrid.models.prompt import init_prompt
 
     return init_prompt(study().prompt, bb.embed_layer.weight, seed)
 
@@ -93,11 +95,11 @@ def timed_train(bb, head, train, dev, cfg, seeds):
     """Run ``training.train_runs`` with one run per seed (one bank).
 
     Returns (training seconds without dev evaluation, evaluation seconds, results). Evaluation time is
-    measured by timing ``training.score_bank``, which train_runs calls for every dev evaluation.
+    measured by timing ``scoring.score_bank``, which train_runs calls for every dev evaluation.
     """
     runs = [training.RunSpec(f"seed{s}", s, init(bb, s)) for s in seeds]
     spent = [0.0]
-    score_bank = training.score_bank
+    score_bank = scoring.score_bank
 
     def timed_score_bank(*args, **kwargs):
         t0 = time.perf_counter()
@@ -106,13 +108,14 @@ def timed_train(bb, head, train, dev, cfg, seeds):
         finally:
             spent[0] += time.perf_counter() - t0
 
-    training.score_bank = timed_score_bank
+    scoring.score_bank = timed_score_bank
     try:
         t0 = time.perf_counter()
-        results = training.train_runs(bb, head, train, dev, runs, cfg, "accuracy", log=lambda msg: None)
+        objective = ClassificationObjective(bb, head, "accuracy")
+        results = training.train_runs(bb, objective, train, dev, runs, cfg, log=lambda msg: None)
         total = time.perf_counter() - t0
     finally:
-        training.score_bank = score_bank
+        scoring.score_bank = score_bank
     return total - spent[0], spent[0], results
 
 

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import time
 
-import torch
-
 import common as C
+import torch
 
 TASK = "medicine_text"
 GEMM = (1024, 384, 1536)  # tokens x hidden x FFN width
@@ -53,7 +52,7 @@ def run(quick: bool) -> dict:
     bb = C.backbone()
     head = bb.task_head(C.study().tasks[TASK].label_texts)
     train, dev = C.encoded(bb, TASK, "train"), C.encoded(bb, TASK, "dev")
-    dev = C.training.EncodedSplit(dev.ids[:8], dev.labels[:8])  # evaluation is subtracted anyway
+    dev = C.scoring.EncodedSplit(dev.ids[:8], dev.labels[:8])  # evaluation is subtracted anyway
     cfg = C.train_cfg(steps, precision="fp32")  # the efficiency of an IEEE fp32 step
     mcfg = bb.model.config
     n_params, L = matmul_params(bb.model), C.study().prompt.length
@@ -61,7 +60,7 @@ def run(quick: bool) -> dict:
     def flops_of(K: int) -> float:
         total = 0.0
         for step in range(steps):
-            rows = [train.ids[i] for k in range(K) for i in C.training.batch_indices(len(train), cfg.batch_size, k, step)]
+            rows = [train.ids[i] for k in range(K) for i in C.scoring.batch_indices(len(train), cfg.batch_size, k, step)]
             total += step_flops(n_params, mcfg.hidden_size, mcfg.num_hidden_layers, len(rows),
                                 L + max(len(r) for r in rows))
         return total
@@ -92,7 +91,8 @@ def run(quick: bool) -> dict:
             [f"torch.mm {shape}, bf16 tensors", C.triple(out["gflops"]["gemm_bf16"], 1), ""]]
     out["efficiency"] = {}
     # each repeat's step rate over the GEMM rate of the same repeat (measured moments apart), then the median
-    paired = lambda K, gemm: C.stats(a["flops"] / b["flops"] for a, b in zip(raw[f"K{K}"], raw[gemm]))["median"]
+    def paired(K, gemm):
+        return C.stats(a["flops"] / b["flops"] for a, b in zip(raw[f"K{K}"], raw[gemm]))["median"]
     for K in (1, 2, 12):
         e = out["efficiency"][f"K{K}"] = {"vs_fp32": paired(K, "gemm_fp32")}
         rows.append([f"promptgrid fp32 step, bank K={K} ({K * cfg.batch_size} rows x {L}+{bb.cfg.max_length} tokens)",

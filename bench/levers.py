@@ -13,9 +13,8 @@ from __future__ import annotations
 import copy
 import time
 
-import torch
-
 import common as C
+import torch
 
 TASK = "medicine_sentence"
 
@@ -77,9 +76,9 @@ def run(quick: bool) -> dict:
             t0 = time.perf_counter()
             if no_grad:
                 with torch.no_grad():
-                    logits = C.training.predict_bank.__wrapped__(bb, head, prompts, dev, 64)
+                    logits = C.scoring.predict_bank.__wrapped__(bb, head, prompts, dev, 64)
             else:
-                logits = C.training.predict_bank(bb, head, prompts, dev, 64)
+                logits = C.scoring.predict_bank(bb, head, prompts, dev, 64)
             seconds = time.perf_counter() - t0
             acc = [100.0 * (logits[k].argmax(-1) == dev.labels).float().mean().item() for k in range(len(prompts))]
             return {"s": seconds, "dev": C.mean(acc)}
@@ -94,12 +93,15 @@ def run(quick: bool) -> dict:
     def per_call(fn, n=5):
         return lambda r: {"s": C.wall(lambda: [fn() for _ in range(n)]) / n}
 
-    tokenize = lambda: fast.tokenizer(texts, truncation=True, max_length=fast.cfg.max_length)
+    def tokenize():
+        return fast.tokenizer(texts, truncation=True, max_length=fast.cfg.max_length)
     cache = C.alternate({"label_head": per_call(lambda: fast.task_head(label_texts)),
                          "tokenize_batch": per_call(tokenize)}, repeats + 1)
 
-    S = lambda rows: C.stats(C.col(rows, "s"))
-    D = lambda rows: C.mean(C.col(rows, "dev"))
+    def S(rows):
+        return C.stats(C.col(rows, "s"))
+    def D(rows):
+        return C.mean(C.col(rows, "dev"))
     rows, out["levers"] = [], {}
 
     def add(name, what, off_rows, on_rows, note=""):

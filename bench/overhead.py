@@ -18,8 +18,8 @@ import time
 import common as C
 
 LOGS = C.ROOT / "results/default/logs"
-LOAD = ("import time, sys; t0 = time.perf_counter(); import promptgrid.jobs; t1 = time.perf_counter(); "
-        "from promptgrid.backbones import load_backbone; from promptgrid.config import load_config, default_cache_dir; "
+LOAD = ("import time, sys; t0 = time.perf_counter(); import promptgrid.pipeline; t1 = time.perf_counter(); "
+        "from promptgrid.models.backbones import load_backbone; from promptgrid.config import load_config, default_cache_dir; "
         "cfg = load_config('config.yaml'); load_backbone('minilm', cfg.backbones['minilm'], default_cache_dir()); "
         "print(t1 - t0, time.perf_counter() - t1)")
 
@@ -52,7 +52,7 @@ def run(quick: bool) -> dict:
         return {"s": python("pass")[0]}
 
     def imports(r):
-        return {"s": python("import promptgrid.jobs")[0]}
+        return {"s": python("import promptgrid.pipeline")[0]}
 
     def load(r):
         seconds, stdout = python(LOAD)
@@ -60,7 +60,7 @@ def run(quick: bool) -> dict:
         return {"s": seconds, "import": t_import, "load": t_load}
 
     def model_imports(r):
-        return {"s": python("import promptgrid.jobs, promptgrid.training, promptgrid.objectives")[0]}
+        return {"s": python("import promptgrid.pipeline, promptgrid.engine.training, promptgrid.objectives")[0]}
 
     raw = C.alternate({"bare": bare, "import": imports, "model_import": model_imports, "load": load}, repeats)
     s = {k: C.stats(C.col(v, "s")) for k, v in raw.items()}
@@ -68,10 +68,10 @@ def run(quick: bool) -> dict:
     out = {"repeats": repeats, "python_start": s["bare"], "import_jobs": s["import"],
            "import_model_job": s["model_import"], "load_backbone": load_s, "start_import_load": s["load"]}
     rows = [["`python -c pass` (interpreter start)", C.triple(s["bare"])],
-            ["`python -c 'import promptgrid.jobs'` (table and figure jobs start without torch)",
+            ["`python -c 'import promptgrid.pipeline'` (table and figure jobs start without torch)",
              C.triple(s["import"])],
             ["the same plus training and objectives (torch): what a model job imports", C.triple(s["model_import"])],
-            ["load_backbone(minilm) after `import promptgrid.jobs` (transformers' import is most of it)",
+            ["load_backbone(minilm) after `import promptgrid.pipeline` (transformers' import is most of it)",
              C.triple(load_s)],
             ["start + import + load, one process", C.triple(s["load"])]]
     jobs = read_logs()

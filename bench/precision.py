@@ -1,6 +1,6 @@
 """Precision: fp32 against bf16 against auto (``training.precision``), in time and in dev accuracy.
 
-``auto`` is bf16 on CPUs with AVX512-BF16 or AMX and IEEE fp32 elsewhere (promptgrid.precision), so it
+``auto`` is bf16 on CPUs with AVX512-BF16 or AMX and IEEE fp32 elsewhere (promptgrid.models.precision), so it
 costs exactly what the precision it resolves to costs; the table says which that is on this CPU.
 
 - Time: seconds per training step at max_length 128 (PEFT's inputs), one run per task, fp32 and bf16
@@ -35,7 +35,7 @@ def _step_times(bb, tasks: list, steps: int, repeats: int) -> dict:
     for task in tasks:
         head = bb.task_head(C.study().tasks[task].label_texts)
         train, dev = C.encoded(bb, task, "train", MAX_LENGTH), C.encoded(bb, task, "dev", MAX_LENGTH)
-        dev = C.training.EncodedSplit(dev.ids[:8], dev.labels[:8])  # evaluation is subtracted anyway
+        dev = C.scoring.EncodedSplit(dev.ids[:8], dev.labels[:8])  # evaluation is subtracted anyway
 
         def variant(precision, n):
             def fn(r):
@@ -84,7 +84,7 @@ def _paired_accuracy(bb, tasks: list, cfg, seeds: list) -> dict:
 
 
 def run(quick: bool) -> dict:
-    from promptgrid.precision import resolve_precision
+    from promptgrid.models.precision import resolve_precision
 
     tasks = ["medicine_text", "medicine_sentence", "intent"] if quick else list(C.study().tasks)
     steps, repeats = (6, 2) if quick else (10, 3)

@@ -28,9 +28,9 @@ RESULTS, README = HERE / "results.json", HERE / "README.md"
 
 
 def machine() -> dict:
-    """The CPU with its family, model and numeric flags (promptgrid.hardware): a VM's model name often
+    """The CPU with its family, model and numeric flags (promptgrid.storage.hardware): a VM's model name often
     omits the generation, which decides the GEMM rates and whether bf16 is fast (section 1c)."""
-    from promptgrid.hardware import cpu_info, cpu_label
+    from promptgrid.storage.hardware import cpu_info, cpu_label
 
     return {"cpu": cpu_label(cpu_info()), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(),
@@ -39,7 +39,8 @@ def machine() -> dict:
 
 def goals(b: dict) -> str:
     rows = []
-    g = lambda name: (b.get(name) or {}).get("goal") or {}
+    def g(name):
+        return (b.get(name) or {}).get("goal") or {}
     if g("train_throughput"):
         t = b["train_throughput"]["variants"]
         n = len(b["train_throughput"].get("tasks", {})) or 1

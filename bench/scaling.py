@@ -20,7 +20,6 @@ N nodes: stages run one after another; within a stage, jobs spread over N nodes 
 from __future__ import annotations
 
 import json
-import math
 
 import common as C
 
@@ -55,12 +54,14 @@ def study_jobs(cfg, m: dict) -> list:
     other = {v: d["wall"] / d["jobs"] for v, d in verbs_logged.items()}
     load = m["overhead"]["start_import_load"]["median"]
     e_tok = m["zeroshot"]["eval_s_per_prompt_example"] / m["zeroshot"]["tokens"]
-    S, T, E = len(cfg.sources), len(cfg.targets), len(cfg.seeds)
+    S, _T, E = len(cfg.sources), len(cfg.targets), len(cfg.seeds)
     trained = cfg.trained_tasks
     for name, b in cfg.backbones.items():
         scale, tok = model_scale(b), cfg.prompt.length + b.max_length
-        dev = lambda t: cfg.tasks[t].max_dev
-        test = lambda t: cfg.tasks[t].max_test
+        def dev(t):
+            return cfg.tasks[t].max_dev
+        def test(t):
+            return cfg.tasks[t].max_test
 
         def bank_job(K, task, step_factor=1.0):
             c = per_row_token(m["bank"], K) * scale

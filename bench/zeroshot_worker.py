@@ -15,10 +15,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import torch  # noqa: E402
 
-from promptgrid.backbones import load_backbone  # noqa: E402
-from promptgrid.precision import resolve_attention, resolve_precision  # noqa: E402
 from promptgrid.config import default_cache_dir, load_config  # noqa: E402
-from promptgrid.training import encode_split, score_bank  # noqa: E402
+from promptgrid.engine.scoring import encode_split, score_bank  # noqa: E402
+from promptgrid.models.loading import load_backbone  # noqa: E402
+from promptgrid.models.precision import resolve_attention, resolve_precision  # noqa: E402
 
 data, prompts = torch.load(sys.argv[1]), torch.load(sys.argv[2])
 if len(sys.argv) > 3:

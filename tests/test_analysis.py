@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from promptgrid import analysis as A
+from promptgrid.analysis import correlation, gains, summary
 
 NAN = float("nan")
 
@@ -43,8 +43,8 @@ def gains_inputs():
 
 def test_compute_gains_exact():
     runs, baselines, curves = gains_inputs()
-    t = A.compute_gains(runs, baselines, curves)
-    assert list(t.columns) == A.TRANSFER_COLUMNS
+    t = gains.compute_gains(runs, baselines, curves)
+    assert list(t.columns) == gains.TRANSFER_COLUMNS
     assert len(t) == 4
     v0, v1, z, spot = (t.iloc[i] for i in range(4))
     assert (v0["baseline_score"], v0["gain"], v0["rer"]) == (75.0, 5.0, pytest.approx(0.2))
@@ -58,7 +58,7 @@ def test_compute_gains_exact():
     assert spot["source"] == "top2" and spot["steps_to_baseline"] == 0.0 and spot["speedup"] == math.inf
     assert t["seed"].dtype == np.int64
 
-    no_curves = A.compute_gains(runs, baselines)
+    no_curves = gains.compute_gains(runs, baselines)
     assert no_curves["steps_to_baseline"].isna().all() and no_curves["speedup"].isna().all()
     assert no_curves["gain"].tolist() == [5.0, 10.0, -35.0, 3.0]
 
@@ -66,24 +66,24 @@ def test_compute_gains_exact():
 def test_compute_gains_errors():
     runs, baselines, _ = gains_inputs()
     with pytest.raises(ValueError, match=r"no baseline score.*'seed': 1"):
-        A.compute_gains(runs, baselines.iloc[:1])
+        gains.compute_gains(runs, baselines.iloc[:1])
     with pytest.raises(ValueError, match="sharing a key"):
-        A.compute_gains(pd.concat([runs, runs.iloc[:1]]), baselines)
+        gains.compute_gains(pd.concat([runs, runs.iloc[:1]]), baselines)
     with pytest.raises(ValueError, match="unknown transfer methods"):
-        A.compute_gains(runs.assign(method="magic"), baselines)
+        gains.compute_gains(runs.assign(method="magic"), baselines)
     with pytest.raises(ValueError, match="lacks columns"):
-        A.compute_gains(runs.drop(columns="score"), baselines)
+        gains.compute_gains(runs.drop(columns="score"), baselines)
     # baselines may name the target column "task"; baseline 100 / 0 give NaN, not inf
-    edge = A.compute_gains(runs.iloc[:1], pd.DataFrame({"backbone": ["b"], "task": ["t"], "seed": [0],
+    edge = gains.compute_gains(runs.iloc[:1], pd.DataFrame({"backbone": ["b"], "task": ["t"], "seed": [0],
                                                          "score": [100.0]}))
     assert edge["gain"].item() == -20.0 and math.isnan(edge["rer"].item())
-    edge = A.compute_gains(runs.iloc[:1], baselines.assign(score=0.0))
+    edge = gains.compute_gains(runs.iloc[:1], baselines.assign(score=0.0))
     assert math.isnan(edge["relative_performance"].item())
 
 
 def test_aggregate_gains():
     runs, baselines, curves = gains_inputs()
-    agg = A.aggregate_gains(A.compute_gains(runs, baselines, curves))
+    agg = gains.aggregate_gains(gains.compute_gains(runs, baselines, curves))
     van = agg[agg["method"] == "vanilla"].iloc[0]
     assert van["n_seeds"] == 2 and van["n_reached"] == 1
     assert van["gain_mean"] == 7.5 and van["gain_std"] == pytest.approx(math.sqrt(12.5))
@@ -128,8 +128,8 @@ def metric_frames():
 
 def test_correlation_table_exact():
     sim, tr = metric_frames()
-    c = A.correlation_table(sim, tr, n_permutations=1000, n_bootstrap=200, seed=0)
-    assert list(c.columns) == A.CORRELATION_COLUMNS
+    c = correlation.correlation_table(sim, tr, n_permutations=1000, n_bootstrap=200, seed=0)
+    assert list(c.columns) == correlation.CORRELATION_COLUMNS
     # 3 metrics x 2 methods (spot_topk has no per-source similarity) x (4 targets + pooled)
     assert len(c) == 30
     assert set(c["method"]) == {"vanilla", "zeroshot"}
@@ -152,8 +152,8 @@ def test_correlation_table_exact():
 
 def test_metric_comparison_table_exact():
     sim, tr = metric_frames()
-    cmp = A.metric_comparison_table(sim, tr, n_bootstrap=1000, seed=0)
-    assert list(cmp.columns) == A.COMPARISON_COLUMNS
+    cmp = correlation.metric_comparison_table(sim, tr, n_bootstrap=1000, seed=0)
+    assert list(cmp.columns) == correlation.COMPARISON_COLUMNS
     assert len(cmp) == 6  # 3 metric pairs x 2 methods
     van = cmp[cmp["method"] == "vanilla"].set_index(["metric_a", "metric_b"])
     r = van.loc[("cos_avg", "neg")]
@@ -168,8 +168,8 @@ def test_metric_comparison_table_exact():
 
 def test_retrieval_table_exact():
     sim, tr = metric_frames()
-    ret = A.retrieval_table(sim, tr, ks=(1, 2))
-    assert list(ret.columns) == A.RETRIEVAL_COLUMNS
+    ret = correlation.retrieval_table(sim, tr, ks=(1, 2))
+    assert list(ret.columns) == correlation.RETRIEVAL_COLUMNS
     assert len(ret) == 3 * 2 * 4 * 2  # metrics x methods x targets x ks
     assert (ret["baseline"] == 0.0).all()
     key = ret.set_index(["metric", "method", "target", "k"])
@@ -192,10 +192,10 @@ def test_retrieval_table_exact():
 
 def test_summary_table_and_text():
     sim, tr = metric_frames()
-    corr = A.correlation_table(sim, tr, n_permutations=200, n_bootstrap=200, seed=0)
-    ret = A.retrieval_table(sim, tr, ks=(1, 3))
-    cmp = A.metric_comparison_table(sim, tr, n_bootstrap=200, seed=0)
-    summ = A.summary_table(corr, ret, cmp)
+    corr = correlation.correlation_table(sim, tr, n_permutations=200, n_bootstrap=200, seed=0)
+    ret = correlation.retrieval_table(sim, tr, ks=(1, 3))
+    cmp = correlation.metric_comparison_table(sim, tr, n_bootstrap=200, seed=0)
+    summ = summary.summary_table(corr, ret, cmp)
     assert len(summ) == 2
     van = summ[summ["method"] == "vanilla"].iloc[0]
     assert van["best_metric"] == "cos_avg" and van["runner_up"] == "copy"  # tie on rho: first listed wins
@@ -204,7 +204,7 @@ def test_summary_table_and_text():
     assert van["oracle"] == pytest.approx((6 + 7 + 9 + 4.5) / 4)
     assert van["best_of_top1"] == pytest.approx(6.625) and van["regret_at_1"] == 0.0 and van["ndcg_at_1"] == 1.0
     assert van["regret_at_3"] == 0.0
-    text = A.summary_text(summ)
+    text = summary.summary_text(summ)
     assert text.startswith("On b, cos_avg predicts vanilla gains best (Spearman ρ = 1.00 [95% CI 1.00, 1.00], "
                            "n = 12), ahead of copy (ρ = 1.00) by 0.00; the difference is not significant "
                            "(paired bootstrap p = 1.000")
@@ -215,34 +215,34 @@ def test_summary_table_and_text():
 def test_summary_hand_made_frames():
     rows = []
     for metric, rho, low, high in (("max", 0.6, 0.4, 0.75), ("cos_avg", 0.3, 0.1, 0.5), ("on", NAN, NAN, NAN)):
-        rows.append({c: NAN for c in A.CORRELATION_COLUMNS} | {
+        rows.append({c: NAN for c in correlation.CORRELATION_COLUMNS} | {
             "backbone": "m", "metric": metric, "method": "vanilla", "target": "pooled", "n": 40,
             "spearman_rho": rho, "spearman_ci_low": low, "spearman_ci_high": high, "spearman_p": 0.001})
-    corr = pd.DataFrame(rows, columns=A.CORRELATION_COLUMNS)
+    corr = pd.DataFrame(rows, columns=correlation.CORRELATION_COLUMNS)
     # the comparison is stored the other way round (cos_avg - max): the summary flips it
     cmp = pd.DataFrame([{"backbone": "m", "method": "vanilla", "metric_a": "cos_avg", "metric_b": "max", "n": 40,
                          "r_a": 0.3, "r_b": 0.6, "diff": -0.3, "ci_low": -0.5, "ci_high": -0.1, "p": 0.004,
                          "significant": True}])
-    summ = A.summary_table(corr, None, cmp)
+    summ = summary.summary_table(corr, None, cmp)
     r = summ.iloc[0]
     assert (r["best_metric"], r["runner_up"]) == ("max", "cos_avg")
     assert r["margin"] == pytest.approx(0.3)
     assert (r["diff_ci_low"], r["diff_ci_high"], r["diff_p"], r["significant"]) == (
         pytest.approx(0.1), pytest.approx(0.5), 0.004, True)
-    assert A.summary_text(summ) == (
+    assert summary.summary_text(summ) == (
         "On m, max predicts vanilla gains best (Spearman ρ = 0.60 [95% CI 0.40, 0.75], n = 40), ahead of cos_avg "
         "(ρ = 0.30) by 0.30; the difference is significant (paired bootstrap p = 0.004, 95% CI 0.10 to 0.50).")
-    alone = A.summary_table(corr[corr["metric"] == "max"])
+    alone = summary.summary_table(corr[corr["metric"] == "max"])
     assert alone.iloc[0]["runner_up"] is None
-    assert A.summary_text(alone).endswith("it is the only metric with a defined correlation.")
-    assert A.summary_text(A.summary_table(corr)).endswith("no paired comparison was run.")
+    assert summary.summary_text(alone).endswith("it is the only metric with a defined correlation.")
+    assert summary.summary_text(summary.summary_table(corr)).endswith("no paired comparison was run.")
 
 
 def test_summary_text_uses_smallest_k_and_reads_back_nan():
     sim, tr = metric_frames()
-    corr = A.correlation_table(sim, tr, n_permutations=50, n_bootstrap=50, seed=0)
-    summ = A.summary_table(corr[corr["metric"] == "cos_avg"], A.retrieval_table(sim, tr, ks=(3,)))
-    text = A.summary_text(summ)
+    corr = correlation.correlation_table(sim, tr, n_permutations=50, n_bootstrap=50, seed=0)
+    summ = summary.summary_table(corr[corr["metric"] == "cos_avg"], correlation.retrieval_table(sim, tr, ks=(3,)))
+    text = summary.summary_text(summ)
     assert "Taking the best of its top 3 sources gives a mean gain of 6.6 points against the oracle's 6.6" in text
     # a parquet round trip may turn None into NaN
-    assert A.summary_text(summ.assign(runner_up=np.nan)).count("only metric") == 2
+    assert summary.summary_text(summ.assign(runner_up=np.nan)).count("only metric") == 2

@@ -1,10 +1,11 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
-from promptgrid.backbones import BackboneError, resolve_model
-from promptgrid.config import BackboneConfig
 from tiny_models import tiny_backbone
+
+from promptgrid.config import BackboneConfig
+from promptgrid.models.backbones import BackboneError
+from promptgrid.models.loading import resolve_model
 
 TEXTS = ["the room was lovely and clean", "terrible service, never again", "it was fine I guess"]
 LABELS = ["positive", "negative", "neutral"]

@@ -11,10 +11,11 @@ import subprocess
 import pandas as pd
 import pytest
 import yaml
-
-from promptgrid.analysis import CORRELATION_COLUMNS, RETRIEVAL_COLUMNS, TRANSFER_COLUMNS
-from promptgrid.io import load_prompt, read_table_meta
 from test_workflow import job_counts
+
+from promptgrid.analysis.correlation import CORRELATION_COLUMNS, RETRIEVAL_COLUMNS
+from promptgrid.analysis.gains import TRANSFER_COLUMNS
+from promptgrid.storage.files import load_prompt, read_table_meta
 
 pytestmark = pytest.mark.slow
 
@@ -76,13 +77,18 @@ def test_tables_follow_the_contract(two_runs):
         assert pairs == {(s, t, k) for s in sources for t in targets for k in seeds}, method
     spot = transfer[transfer.method == "spot_topk"]
     assert set(zip(spot.source, spot.target, spot.seed)) == {("top1", t, k) for t in targets for k in seeds}
+    # the plugin's method (tests/plugins/toy_method.py) went through the DAG, the tables and the figures
+    toy = transfer[transfer.method == "toy"]
+    assert set(zip(toy.source, toy.target, toy.seed)) == {("mean", t, k) for t in targets for k in seeds}
+    assert toy.score.between(0, 100).all() and toy.gain.notna().all()
+    assert (out / "figures/minilm/gain_heatmap_toy.png").stat().st_size > 1000
     assert transfer.score.between(0, 100).all() and transfer.baseline_score.between(0, 100).all()
     assert (transfer.gain - (transfer.score - transfer.baseline_score)).abs().max() < 1e-9
 
     similarity = pd.read_parquet(out / "tables/similarity.parquet")
     assert list(similarity.columns) == ["backbone", "source", "target", "metric", "value", "std", "n_pairs"]
     metrics = set(similarity.metric)
-    for m in ("cos_avg", "token_cos", "c_con", "e_con", "e_ave", "max", "on", "panda", "early_cos_avg", "on_w0"):
+    for m in ("cos_avg", "token_cos", "c_con", "e_con", "e_ave", "max", "on", "panda_sim", "early_cos_avg", "on_w0"):
         assert m in metrics, m
         got = similarity[similarity.metric == m]
         assert set(zip(got.source, got.target)) == {(s, t) for s in sources for t in targets}
@@ -130,7 +136,7 @@ def test_same_config_and_seed_give_identical_tables(two_runs):
 @pytest.mark.parametrize("section, value, expected", [
     ("analysis", {"bootstrap": 60}, {"correlate", "fig_correlation_bars", "fig_topk_curves", "all"}),
     ("metrics", {"panda_examples": 6},
-     {"panda_metric", "transfer", "collect", "correlate", "all"}),
+     {"model_similarity_target", "transfer", "collect", "correlate", "all"}),
 ])
 def test_config_change_reruns_exactly_the_affected_jobs(two_runs, repo_module, env_module, section, value, expected):
     path, raw, _ = two_runs[1]
@@ -144,7 +150,7 @@ def test_config_change_reruns_exactly_the_affected_jobs(two_runs, repo_module, e
     ran = {rule for rule in counts if rule != "total"}
     assert expected <= ran
     # nothing upstream of the change reruns
-    assert not ran & {"prepare_task", "train_prompt", "zeroshot", "prompt_metrics", "on_metric"}
+    assert not ran & {"prepare_task", "train_prompt", "evaluate", "prompt_similarity", "model_similarity"}
     if section == "analysis":
         assert ran == expected
 
@@ -156,7 +162,7 @@ def test_report_is_self_contained_html(two_runs, repo_module, env_module, tmp_pa
     html = report.read_text(errors="replace")
     assert report.stat().st_size > 100_000  # figures are embedded, not linked
     for name in ("gain_heatmap_vanilla.png", "correlation_bars_vanilla.png", "topk_curves_vanilla.png",
-                 "correlation.csv", "summary.csv"):
+                 "correlation.html", "summary.html"):
         assert name in html, name
 
 
@@ -169,7 +175,7 @@ def test_summarize_prints_the_best_metric(two_runs, env_module):
 
 
 def test_prompt_bank_exported_for_peft(two_runs):
-    from promptgrid.peft_io import import_peft
+    from promptgrid.models.peft_io import import_peft
 
     _, raw, out = two_runs[0]
     for task in ("hotels", "medicine"):

@@ -8,10 +8,11 @@ import pytest
 import torch
 import yaml
 
-from promptgrid.backbones import BackboneError, load_backbone
 from promptgrid.config import BackboneConfig, ConfigError, StudyConfig
-from promptgrid.io import PromptFileError, load_prompt, save_prompt
-from promptgrid.workflow import check_inputs_exist, check_study_dir
+from promptgrid.models.backbones import BackboneError
+from promptgrid.models.loading import load_backbone
+from promptgrid.pipeline.checks import check_inputs_exist, check_study_dir
+from promptgrid.storage.files import PromptFileError, load_prompt, save_prompt
 
 
 @pytest.fixture
@@ -78,7 +79,7 @@ def test_unknown_backbone_in_cross_model(raw):
 
 
 def test_unknown_backbone_on_the_command_line(repo, tmp_path):
-    from promptgrid.jobs import Study
+    from promptgrid.pipeline.study import Study
 
     study = Study(StudyConfig.from_dict(yaml.safe_load((repo / "config.yaml").read_text())))
     with pytest.raises(KeyError, match=r"unknown backbone 'bert'.*\['minilm'\]"):
@@ -132,8 +133,9 @@ def test_label_text_changed_since_prepare(tmp_path):
     import pandas as pd
 
     from promptgrid.config import TaskConfig
-    from promptgrid.io import write_table
-    from promptgrid.tasks import DataError, load_split
+    from promptgrid.data import DataError
+    from promptgrid.data.prepare import load_split
+    from promptgrid.storage.files import write_table
 
     write_table(pd.DataFrame({"id": ["1"], "text": ["x"], "label": [0], "label_text": ["good"]}),
                 tmp_path / "train.parquet", {})

@@ -4,13 +4,20 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-
-from promptgrid.generation import (bio_entities, conll_frame, generate, greedy_token_ids,
-                                   linearize_entities, ner_scores, normalize_answer, parse_entities, read_conll,
-                                   read_squad, seq2seq_loss, squad_exact_match, squad_f1, squad_frame, squad_scores,
-                                   stop_token_ids, text2text_score)
-from promptgrid.tasks import DataError
 from tiny_models import liven, tiny_backbone
+
+from promptgrid.data import DataError
+from promptgrid.data.formats import bio_entities, conll_frame, linearize_entities, read_conll, read_squad, squad_frame
+from promptgrid.models.generation import generate, greedy_token_ids, seq2seq_loss, stop_token_ids
+from promptgrid.objectives.text_scores import (
+    ner_scores,
+    normalize_answer,
+    parse_entities,
+    squad_exact_match,
+    squad_f1,
+    squad_scores,
+    text2text_score,
+)
 
 FIX = Path(__file__).parent / "fixtures" / "generation"
 TEXTS = ["sentence: Paris is big .", "sentence: John Smith met Mary at the bank in Bonn yesterday .", "question: who ?"]

@@ -7,7 +7,8 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from promptgrid.config import StudyConfig
+from promptgrid.pipeline.plugins import load_config_with_plugins
+from promptgrid.storage import layout
 
 
 def _study(repo, tmp_path, name, per_backbone):
@@ -17,12 +18,12 @@ def _study(repo, tmp_path, name, per_backbone):
     raw["training"]["steps"] = 4
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path, StudyConfig.from_dict(raw)
+    return path, load_config_with_plugins(path)
 
 
 def test_one_job_per_backbone_equals_one_process_per_task(repo, venv_env, tmp_path):
-    from promptgrid import backbones
     from promptgrid.cli import main
+    from promptgrid.models import loading
 
     grouped, cfg = _study(repo, tmp_path, "grouped", True)
     single, _ = _study(repo, tmp_path, "single", False)
@@ -32,10 +33,12 @@ def test_one_job_per_backbone_equals_one_process_per_task(repo, venv_env, tmp_pa
         assert main(["prepare", "--config", str(single), "--task", task]) == 0
 
     # grouped: one call per verb, as the per-backbone rules run them
-    backbones._load_cached.cache_clear()  # a job starts without a loaded model
+    loading._load_cached.cache_clear()  # a job starts without a loaded model
     assert main(["train", "--config", str(grouped), "--backbone", "minilm", "--task", *tasks]) == 0
-    assert main(["zeroshot", "--config", str(grouped), "--backbone", "minilm", "--target", *cfg.targets]) == 0
-    assert main(["panda-metric", "--config", str(grouped), "--backbone", "minilm", "--target", *cfg.targets]) == 0
+    assert main(["transfer", "--config", str(grouped), "--backbone", "minilm", "--method", "zeroshot",
+                 "--target", *cfg.targets]) == 0
+    assert main(["model-similarity", "--config", str(grouped), "--backbone", "minilm", "--metric", "panda_sim",
+                 "--target", *cfg.targets]) == 0
 
     # one fresh process per task / target, as the per-task rules run them
     def job(*args):
@@ -46,8 +49,8 @@ def test_one_job_per_backbone_equals_one_process_per_task(repo, venv_env, tmp_pa
     for task in tasks:
         job("train", "--backbone", "minilm", "--task", task)
     for target in cfg.targets:
-        job("zeroshot", "--backbone", "minilm", "--target", target)
-        job("panda-metric", "--backbone", "minilm", "--target", target)
+        job("transfer", "--backbone", "minilm", "--method", "zeroshot", "--target", target)
+        job("model-similarity", "--backbone", "minilm", "--metric", "panda_sim", "--target", target)
 
     a, b = tmp_path / "results/grouped", tmp_path / "results/single"
     for task in tasks:
@@ -60,7 +63,8 @@ def test_one_job_per_backbone_equals_one_process_per_task(repo, venv_env, tmp_pa
         ra, rb = (pd.read_parquet(d / f"parts/minilm/train/{task}.runs.parquet") for d in (a, b))
         pd.testing.assert_frame_equal(ra, rb)
         assert ra["score"].between(0, 100).all() and len(ra) == len(cfg.seeds)
-    for rel in ("parts/minilm/zeroshot/medicine.parquet", "parts/minilm/similarity/panda/medicine.parquet"):
+    for rel in (layout.method_runs("minilm", "zeroshot", "medicine"),
+                layout.model_similarity("minilm", "panda_sim", "medicine")):
         da, db = pd.read_parquet(a / rel), pd.read_parquet(b / rel)
         assert len(da) > 0
         pd.testing.assert_frame_equal(da, db)
@@ -73,8 +77,8 @@ def test_dry_run_switches_rules_with_jobs_per_backbone(repo, venv_env, tmp_path,
                          cwd=repo, env=venv_env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     text = out.stdout + out.stderr
-    grouped_rules = ("train_backbone", "zeroshot_backbone", "panda_metric_backbone")
-    per_task_rules = ("train_prompt", "zeroshot", "panda_metric")
+    grouped_rules = ("train_backbone", "evaluate_backbone", "model_similarity_backbone")
+    per_task_rules = ("train_prompt", "evaluate", "model_similarity_target")
     for rule in grouped_rules:
         assert (f"\n{rule} " in text) == per_backbone, rule
     for rule in per_task_rules:

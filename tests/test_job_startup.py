@@ -6,7 +6,7 @@ import sys
 
 
 def test_table_and_figure_modules_start_without_torch(repo, venv_env):
-    code = ("import sys; import promptgrid.jobs, promptgrid.tasks, promptgrid.analysis, promptgrid.plots, "
+    code = ("import sys; import promptgrid.pipeline, promptgrid.data, promptgrid.analysis, promptgrid.figures, "
             "promptgrid.cli; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=repo, env=venv_env, capture_output=True, text=True,
                          timeout=120)

@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 
 from promptgrid.config import TaskConfig
-from promptgrid.generation import DataError
-from promptgrid.tasks import text2text_examples
+from promptgrid.data import DataError
+from promptgrid.data.prepare import text2text_examples
 
 
 def _task(**kw):

@@ -10,19 +10,26 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-
-import promptgrid.objectives as objectives
-import promptgrid.training as training
-from promptgrid.backbones import TaskHead
-from promptgrid.config import ConfigError, PandaConfig, PromptConfig, StudyConfig, TaskConfig, TrainingConfig
-from promptgrid.generation import read_conll, read_squad, seq2seq_loss, text2text_score
-from promptgrid.objectives import (ClassificationObjective, RegressionObjective, TextObjective, make_objective,
-                                   pearson, spearman)
-from promptgrid.prompt import init_prompt
-from promptgrid.tasks import DataError, load_split, normalise, prepare_task, text2text_examples, write_splits
-from promptgrid.training import RunSpec, score_bank, train_runs
 from test_generation import lively
 from tiny_models import tiny_backbone, tiny_model, tokenizer
+
+from promptgrid.config import ConfigError, PromptConfig, StudyConfig, TaskConfig, TrainingConfig
+from promptgrid.data import DataError
+from promptgrid.data.formats import read_conll, read_squad
+from promptgrid.data.prepare import load_split, normalise, prepare_task, text2text_examples, write_splits
+from promptgrid.engine import scoring, training
+from promptgrid.engine.scoring import score_bank
+from promptgrid.engine.training import RunSpec, train_runs
+from promptgrid.methods.panda import PandaConfig
+from promptgrid.models.backbones import TaskHead
+from promptgrid.models.generation import seq2seq_loss
+from promptgrid.models.prompt import init_prompt
+from promptgrid.objectives import factory
+from promptgrid.objectives.classification import ClassificationObjective
+from promptgrid.objectives.factory import make_objective
+from promptgrid.objectives.regression import RegressionObjective, pearson, spearman
+from promptgrid.objectives.text import TextObjective
+from promptgrid.objectives.text_scores import text2text_score
 
 FIX = Path(__file__).parent / "fixtures" / "generation"
 TEXT_KINDS = ["causal_lm", "seq2seq"]
@@ -111,34 +118,23 @@ def test_schema_accepts_the_new_task_keys(repo):
 
 
 def test_task_kind_without_a_path_fails_at_dag_build(repo, monkeypatch):
-    from promptgrid.workflow import check_task_kinds
+    from promptgrid.objectives.factory import ObjectiveError
+    from promptgrid.objectives.tagging import TaggingObjective
+    from promptgrid.pipeline.checks import check_task_kinds
 
     raw = yaml.safe_load((repo / "config.yaml").read_text())
     raw["backbones"]["minilm"]["kind"] = "masked_lm"
     raw["tasks"]["fever"].update(kind="span_qa", labels={})
     cfg = StudyConfig.from_dict(raw)
-    monkeypatch.setattr(objectives, "_tagging_objective", lambda: (None, "promptgrid.tagging cannot be imported"))
+    check_task_kinds(cfg)  # every built-in pair has an objective
+    assert isinstance(make_objective(tiny_backbone("masked_lm"), squad_cfg()), TaggingObjective)
+    # a pair with no registered objective fails at DAG build, naming the task and the backbone
+    monkeypatch.setitem(factory.OBJECTIVES, "span_qa", {"causal_lm": factory.TextObjective})
     with pytest.raises(ConfigError) as err:
         check_task_kinds(cfg)
     assert err.value.key == "tasks.fever.kind"
-    assert "'fever'" in str(err.value) and "'minilm' (masked_lm)" in str(err.value) and "tagging" in str(err.value)
-    # with a tagging objective available it builds, and make_objective hands the task to it
-    made = []
-
-    class Tagging:
-        def __init__(self, backbone, task_cfg):
-            made.append((backbone, task_cfg))
-
-    monkeypatch.setattr(objectives, "_tagging_objective", lambda: (Tagging, None))
-    check_task_kinds(cfg)
-    bb = tiny_backbone("masked_lm")
-    assert isinstance(make_objective(bb, cfg.tasks["fever"]), Tagging) and made[0] == (bb, cfg.tasks["fever"])
-    # causal_lm / seq2seq never need it
-    monkeypatch.setattr(objectives, "_tagging_objective", lambda: (None, "absent"))
-    for kind in TEXT_KINDS:
-        raw["backbones"]["minilm"]["kind"] = kind
-        check_task_kinds(StudyConfig.from_dict(raw))
-    with pytest.raises(objectives.ObjectiveError, match=r"task 'squad' is a span_qa task.*'tiny-encoder'.*absent"):
+    assert "'fever'" in str(err.value) and "'minilm' (masked_lm)" in str(err.value)
+    with pytest.raises(ObjectiveError, match=r"task 'squad' is a span_qa task.*'tiny-encoder'.*no span_qa objective"):
         make_objective(tiny_backbone("encoder"), squad_cfg(), task="squad")
 
 
@@ -175,7 +171,7 @@ def test_span_qa_and_ner_prepare_and_keep_list_columns_through_parquet(tmp_path)
 def test_ner_tag_names_from_config_or_hf_class_labels():
     import datasets
 
-    from promptgrid.tasks import _class_label_names
+    from promptgrid.data.readers import _class_label_names
 
     feats = datasets.Features({"tokens": datasets.Sequence(datasets.Value("string")),
                                "ner_tags": datasets.Sequence(datasets.ClassLabel(names=["O", "B-ORG", "B-PER"])),
@@ -230,7 +226,7 @@ def cls_toy():
 
 def test_classification_objective_is_the_old_path(cls_toy):
     bb, obj, data = cls_toy
-    assert isinstance(data, training.EncodedSplit) and data.labels.tolist() == [0, 1, 0, 1, 0, 1, 2, 2]
+    assert isinstance(data, scoring.EncodedSplit) and data.labels.tolist() == [0, 1, 0, 1, 0, 1, 2, 2]
     prompts = bank(bb, 3, seed=4, scale=2.0)
     # score: equal to score_bank and to argmax of a direct forward, one prompt and one example at a time
     scores = obj.score(prompts, data, batch_size=4)
@@ -238,7 +234,7 @@ def test_classification_objective_is_the_old_path(cls_toy):
     for k in range(3):
         pred = torch.stack([bb.logits(prompts[k:k + 1], bb.collate([ids]), obj.head)[0].argmax()
                             for ids in data.ids])
-        assert scores[k] == training.task_score(pred, data.labels, "macro_f1", 3)
+        assert scores[k] == scoring.task_score(pred, data.labels, "macro_f1", 3)
     assert len(set(scores)) > 1  # the prompts matter, so the comparison means something
     # forward: per-example cross-entropy of the label logits, gradient reaches the prompt
     p = prompts[[0, 1, 2, 0]].clone().requires_grad_(True)
@@ -249,20 +245,6 @@ def test_classification_objective_is_the_old_path(cls_toy):
     loss.sum().backward()
     assert p.grad.abs().sum() > 0
     assert obj.kd(logits, logits, PandaConfig()).abs().max() == 0
-
-
-def test_train_runs_with_the_objective_equals_the_head_form(cls_toy):
-    bb, obj, data = cls_toy
-    cfg = TrainingConfig(lr=0.1, steps=4, batch_size=4, eval_every=2, checkpoint_every=2, early_step=2, precision="fp32")
-    inits = [init_prompt(PromptConfig(length=3), bb.embed_layer.weight, seed=s) for s in range(2)]
-    teacher = bank(bb, 1, seed=9)[0]
-    runs = [RunSpec("a", 0, inits[0]), RunSpec("b", 1, inits[1], teacher=teacher, beta=0.5)]
-    new = train_runs(bb, obj, data, data, runs, cfg, kd=PandaConfig(), **NO_LOG)
-    old = train_runs(bb, obj.head, data, data, runs, cfg, "macro_f1", kd=PandaConfig(), **NO_LOG)
-    for a, b in zip(new, old):
-        assert torch.equal(a.best_prompt, b.best_prompt) and str(a.curve) == str(b.curve)
-    with pytest.raises(ValueError, match="metric 'accuracy'"):
-        train_runs(bb, obj, data, data, runs, cfg, "accuracy", **NO_LOG)
 
 
 # ---------------------------------------------------------------- regression
@@ -367,7 +349,7 @@ def test_text_objective_loss_is_seq2seq_loss_and_reaches_the_prompt(kind):
     assert loss.shape == (5,) and logits.shape[:2] == mask.shape and logits.shape[2] == bb.model.config.vocab_size
     assert lengths.max() <= 6 and (lengths >= 2).all()
     # the loss is the mean over target tokens of -log softmax(logits)[gold]: check row 0 by hand
-    from promptgrid.generation import stop_token_ids
+    from promptgrid.models.generation import stop_token_ids
 
     eos = stop_token_ids(bb)[0]
     gold = bb.tokenizer((" " if kind == "causal_lm" else "") + targets[0], add_special_tokens=False)["input_ids"]
@@ -418,7 +400,7 @@ def test_text_score_is_generation_metric_and_bank_matches_single_prompts(kind):
     assert len({tuple(p) for p in preds}) > 1 or len(set(preds[0])) > 1  # outputs depend on prompt or input
     for k in range(3):
         assert obj.predict(prompts[k:k + 1], data, batch_size=2) == [preds[k]]
-    from promptgrid.generation import generate
+    from promptgrid.models.generation import generate
 
     assert preds[1][2] == generate(bb, prompts[1:2], [data.texts[2]], 3)[0]
     scores = obj.score(prompts, data, batch_size=8)
@@ -549,16 +531,15 @@ def test_tiny_text_grid_through_the_cli_verbs(tmp_path):
     for task in cfg.trained_tasks:
         verb("prepare", "--task", task)
         verb("train", "--backbone", "lm", "--task", task)
-    verb("prompt-metrics", "--backbone", "lm")
-    verb("on-metric", "--backbone", "lm")
+    verb("prompt-similarity", "--backbone", "lm")
+    verb("model-similarity", "--backbone", "lm", "--metric", "on")
+    verb("model-similarity", "--backbone", "lm", "--metric", "panda_sim", "--target", *cfg.targets)
     for target in cfg.targets:
-        verb("panda-metric", "--backbone", "lm", "--target", target)
-        verb("zeroshot", "--backbone", "lm", "--target", target)
-        for method in ("vanilla", "spot_topk", "panda"):
+        for method in ("zeroshot", "vanilla", "spot_topk", "panda"):
             verb("transfer", "--backbone", "lm", "--target", target, "--method", method)
     verb("collect")
     verb("correlate")
-    verb("figure", "--kind", "gain_heatmap", "--backbone", "lm", "--out", str(tmp_path / "fig"))
+    verb("figure", "--kind", "gain_heatmap", "--backbone", "lm")
 
     out = tmp_path / "results" / "text-grid"
     data = pd.read_parquet(out / "data/squad/train.parquet")
@@ -576,10 +557,10 @@ def test_tiny_text_grid_through_the_cli_verbs(tmp_path):
     runs = pd.concat([pd.read_parquet(out / f"parts/lm/train/{t}.runs.parquet") for t in cfg.trained_tasks])
     assert len(runs) == 6 and np.isfinite(runs.score).all() and runs.score.between(-100, 100).all()
     similarity = pd.read_parquet(out / "tables/similarity.parquet")
-    for metric in ("cos_avg", "on", "panda", "early_max"):
+    for metric in ("cos_avg", "on", "panda_sim", "early_max"):
         got = similarity[similarity.metric == metric]
         assert sorted(zip(got.source, got.target)) == sorted((s, t) for s in cfg.sources for t in cfg.targets)
         assert np.isfinite(got.value).all()
     curves = pd.read_parquet(out / "tables/curves.parquet")
     assert set(curves.method) == {"baseline", "vanilla", "spot_topk", "panda"}
-    assert (tmp_path / "fig_vanilla.png").stat().st_size > 1000
+    assert (out / "figures/lm/gain_heatmap_vanilla.png").stat().st_size > 1000

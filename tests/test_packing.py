@@ -3,9 +3,9 @@ import random
 
 import pytest
 import torch
-
-from promptgrid import packing
 from tiny_models import tiny_backbone
+
+from promptgrid.models import packing
 
 
 def test_pack_rows_fits_every_example_once_and_respects_capacity():

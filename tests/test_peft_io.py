@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-
-from promptgrid.io import PromptFileError
-from promptgrid.peft_io import PROMPT_KEY, PeftAdapterError, PeftExportError, export_peft, import_peft
 from tiny_models import tiny_backbone
+
+from promptgrid.models.peft_io import PROMPT_KEY, PeftAdapterError, PeftExportError, export_peft, import_peft
+from promptgrid.storage.files import PromptFileError
 
 peft = pytest.importorskip("peft")
 

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from tiny_models import tiny_model, tokenizer
 
 from promptgrid.config import ConfigError, StudyConfig
-from promptgrid.io import load_prompt
-from promptgrid.workflow import check_inputs_exist
-from tiny_models import tiny_model, tokenizer
+from promptgrid.pipeline.checks import check_inputs_exist
+from promptgrid.storage.files import load_prompt
 
 WORDS = ["great", "awful", "fine", "bad", "lovely", "poor", "nice", "terrible"]
 
@@ -24,8 +24,9 @@ def _write_task(path: Path, n: int = 40) -> None:
 
 
 def _raw(tmp_path: Path, model_dir: Path, adapters: dict | None = None) -> dict:
-    task = lambda f: {"source": "local", "path": str(tmp_path / f), "labels": {"pos": "good", "neg": "bad"},
-                      "dev_fraction": 0.25, "test_fraction": 0.25}
+    def task(f):
+        return {"source": "local", "path": str(tmp_path / f), "labels": {"pos": "good", "neg": "bad"},
+                          "dev_fraction": 0.25, "test_fraction": 0.25}
     raw = {
         "study": "peft-sources", "results_dir": str(tmp_path / "results"), "cache_dir": str(tmp_path / "cache"),
         "backbones": {"enc": {"model": str(model_dir), "kind": "encoder", "max_length": 16}},
@@ -53,9 +54,9 @@ def setup(tmp_path):
 
 
 def _export(tmp_path, model_dir, length=4) -> tuple:
-    from promptgrid.backbones import load_backbone
     from promptgrid.config import BackboneConfig
-    from promptgrid.peft_io import export_peft
+    from promptgrid.models.loading import load_backbone
+    from promptgrid.models.peft_io import export_peft
 
     bb = load_backbone("enc", BackboneConfig(model=str(model_dir), kind="encoder", max_length=16), tmp_path / "cache",
                        attention="sdpa")
@@ -96,7 +97,7 @@ def test_dag_build_checks_local_adapters(setup):
 
 def test_train_verb_imports_the_adapter_and_transfer_uses_it(setup):
     from promptgrid.cli import main
-    from promptgrid.jobs import Study
+    from promptgrid.pipeline.study import Study
 
     tmp_path, model_dir = setup
     prompt, folder = _export(tmp_path, model_dir)
@@ -128,8 +129,8 @@ def test_train_verb_imports_the_adapter_and_transfer_uses_it(setup):
     runs_b = pd.read_parquet(out / "parts/enc/train/b.runs.parquet")
     assert runs_b.last_step.tolist() == [2, 2]
 
-    verb("zeroshot", "--backbone", "enc", "--target", "c")
-    zs = pd.read_parquet(out / "parts/enc/zeroshot/c.parquet")
+    verb("transfer", "--backbone", "enc", "--method", "zeroshot", "--target", "c")
+    zs = pd.read_parquet(out / "parts/enc/zeroshot/c.runs.parquet")
     row = zs[(zs.source == "a") & (zs.seed == 0)]
     expect_c = study.objective("enc", "c").score(prompt[None], study.encoded("enc", "c", "test"), 64, "fp32")[0]
     assert row.score.item() == pytest.approx(expect_c)

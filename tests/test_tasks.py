@@ -1,4 +1,4 @@
-"""Task loading, normalisation, splitting and split files (promptgrid.tasks)."""
+"""Task loading, normalisation, splitting and split files (promptgrid.data)."""
 import os
 
 # datasets reads these at import: the tests never touch the network.
@@ -15,11 +15,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from promptgrid import tasks
 from promptgrid.config import TaskConfig
-from promptgrid.io import read_table_meta, write_table
-from promptgrid.tasks import (DataError, bigbench_archive, bigbench_index, bigbench_records, extract_bigbench_task,
-                              load_split, normalise, prepare_task, read_local, split_hash, write_splits)
+from promptgrid.data import DataError, bigbench
+from promptgrid.data.bigbench import bigbench_archive, bigbench_index, bigbench_records, extract_bigbench_task
+from promptgrid.data.prepare import load_split, normalise, prepare_task, split_hash, write_splits
+from promptgrid.data.readers import read_local
+from promptgrid.storage.files import read_table_meta, write_table
 
 FIX = Path(__file__).parent / "fixtures" / "data"
 ARCHIVE = Path("/root/.cache/promptgrid/bigbench-1.0.0.tar.gz")
@@ -325,7 +326,7 @@ def test_bigbench_archive_present_is_not_downloaded(tmp_path, monkeypatch):
     def no_pip(*a, **k):
         raise AssertionError("must not download")
 
-    monkeypatch.setattr(tasks.subprocess, "run", no_pip)
+    monkeypatch.setattr(bigbench.subprocess, "run", no_pip)
     assert bigbench_archive(tmp_path) == tmp_path / "bigbench-1.0.0.tar.gz"
 
 
@@ -343,7 +344,7 @@ def test_bigbench_archive_downloads_once_under_lock(tmp_path, monkeypatch):
         (dest / "bigbench-1.0.0.tar.gz").write_bytes(b"archive bytes")
         return Done()
 
-    monkeypatch.setattr(tasks.subprocess, "run", fake_pip)
+    monkeypatch.setattr(bigbench.subprocess, "run", fake_pip)
     got = []
     threads = [threading.Thread(target=lambda: got.append(bigbench_archive(tmp_path))) for _ in range(3)]
     for t in threads:
@@ -359,7 +360,7 @@ def test_bigbench_archive_failed_download_leaves_nothing(tmp_path, monkeypatch):
     class Failed:
         returncode, stdout, stderr = 1, "", "ERROR: No matching distribution found for bigbench==1.0.0"
 
-    monkeypatch.setattr(tasks.subprocess, "run", lambda cmd, **kw: Failed())
+    monkeypatch.setattr(bigbench.subprocess, "run", lambda cmd, **kw: Failed())
     with pytest.raises(RuntimeError, match=r"(?s)exit 1.*pip < 26.*No matching distribution"):
         bigbench_archive(tmp_path)
     assert not (tmp_path / "bigbench-1.0.0.tar.gz").exists()

@@ -1,14 +1,15 @@
-import math
 
 import pytest
 import torch
-
-import promptgrid.training as training
-from promptgrid.config import PandaConfig, PromptConfig, TrainingConfig
-from promptgrid.prompt import PromptBank, init_prompt, weighted_average
-from promptgrid.training import (RunSpec, batch_indices, encode_split, kd_loss, predict_bank, score_bank, task_score,
-                                 train_runs)
 from tiny_models import tiny_backbone
+
+from promptgrid.config import PromptConfig, TrainingConfig
+from promptgrid.engine import training
+from promptgrid.engine.scoring import batch_indices, encode_split, predict_bank, score_bank, task_score
+from promptgrid.engine.training import RunSpec, kd_loss, train_runs
+from promptgrid.methods.panda import PandaConfig
+from promptgrid.models.prompt import PromptBank, init_prompt, weighted_average
+from promptgrid.objectives.classification import ClassificationObjective
 
 POS = ["great lovely wonderful", "lovely great stay", "wonderful and great", "great great", "so lovely"]
 NEG = ["awful terrible bad", "bad awful stay", "terrible and bad", "awful awful", "so terrible"]
@@ -56,7 +57,7 @@ def test_training_learns_a_separable_task(minilm):
     data = encode_split(bb, POS + NEG, [0] * len(POS) + [1] * len(NEG))
     cfg = TrainingConfig(lr=0.1, steps=30, batch_size=4, eval_every=10, checkpoint_every=10, early_step=10, precision="fp32")
     init = init_prompt(PromptConfig(length=4), bb.embed_layer.weight, seed=0)
-    [res] = train_runs(bb, head, data, data, [RunSpec("r", 0, init)], cfg, "accuracy", log=lambda m: None)
+    [res] = train_runs(bb, ClassificationObjective(bb, head, "accuracy"), data, data, [RunSpec("r", 0, init)], cfg, log=lambda m: None)
     assert [p["step"] for p in res.curve] == [0, 10, 20, 30]
     assert res.best_dev == 100.0
     assert res.curve[0]["dev_score"] < 100.0
@@ -72,8 +73,8 @@ def test_bank_runs_are_independent(toy):
     cfg = TrainingConfig(lr=0.1, steps=6, batch_size=4, eval_every=3, checkpoint_every=3, early_step=3, precision="fp32")
     inits = [init_prompt(PromptConfig(length=4), bb.embed_layer.weight, seed=s) for s in range(3)]
     runs = [RunSpec(f"r{s}", s, inits[s]) for s in range(3)]
-    together = train_runs(bb, head, data, data, runs, cfg, "accuracy", log=lambda m: None)
-    alone = train_runs(bb, head, data, data, [runs[1]], cfg, "accuracy", log=lambda m: None)[0]
+    together = train_runs(bb, ClassificationObjective(bb, head, "accuracy"), data, data, runs, cfg, log=lambda m: None)
+    alone = train_runs(bb, ClassificationObjective(bb, head, "accuracy"), data, data, [runs[1]], cfg, log=lambda m: None)[0]
     torch.testing.assert_close(together[1].best_prompt, alone.best_prompt, atol=1e-5, rtol=1e-5)
 
 
@@ -82,7 +83,7 @@ def test_resume_is_bit_identical(toy, tmp_path, monkeypatch):
     cfg = TrainingConfig(lr=0.1, steps=12, batch_size=4, eval_every=3, checkpoint_every=4, early_step=4, precision="fp32")
     init = init_prompt(PromptConfig(length=4), bb.embed_layer.weight, seed=0)
     runs = [RunSpec("a", 0, init), RunSpec("b", 1, init * 0.5)]
-    full = train_runs(bb, head, data, data, runs, cfg, "accuracy", log=lambda m: None)
+    full = train_runs(bb, ClassificationObjective(bb, head, "accuracy"), data, data, runs, cfg, log=lambda m: None)
 
     ckpt = tmp_path / "ckpt.pt"
     real_save = training.save_torch_checkpoint
@@ -96,11 +97,11 @@ def test_resume_is_bit_identical(toy, tmp_path, monkeypatch):
 
     monkeypatch.setattr(training, "save_torch_checkpoint", crash_after_second_save)
     with pytest.raises(KeyboardInterrupt):
-        train_runs(bb, head, data, data, runs, cfg, "accuracy", checkpoint=ckpt, checkpoint_key="k", log=lambda m: None)
+        train_runs(bb, ClassificationObjective(bb, head, "accuracy"), data, data, runs, cfg, checkpoint=ckpt, checkpoint_key="k", log=lambda m: None)
     assert saves == [4, 8] and ckpt.exists()
     monkeypatch.setattr(training, "save_torch_checkpoint", real_save)
     logs = []
-    resumed = train_runs(bb, head, data, data, runs, cfg, "accuracy", checkpoint=ckpt, checkpoint_key="k",
+    resumed = train_runs(bb, ClassificationObjective(bb, head, "accuracy"), data, data, runs, cfg, checkpoint=ckpt, checkpoint_key="k",
                          log=logs.append)
     assert any("resumed" in m and "step 8" in m for m in logs)
     for f, r in zip(full, resumed):
@@ -108,7 +109,7 @@ def test_resume_is_bit_identical(toy, tmp_path, monkeypatch):
         assert str(f.curve) == str(r.curve)  # str(): the step-0 loss is NaN, and NaN != NaN
     # a checkpoint of another configuration is ignored, not trusted
     logs.clear()
-    train_runs(bb, head, data, data, runs, cfg, "accuracy", checkpoint=ckpt, checkpoint_key="other", log=logs.append)
+    train_runs(bb, ClassificationObjective(bb, head, "accuracy"), data, data, runs, cfg, checkpoint=ckpt, checkpoint_key="other", log=logs.append)
     assert any("ignoring checkpoint" in m for m in logs)
 
 
@@ -117,7 +118,7 @@ def test_early_stop_stops_a_run(toy):
     cfg = TrainingConfig(lr=1e-9, steps=40, batch_size=4, eval_every=2, early_stop=2, checkpoint_every=10,
                          early_step=2, precision="fp32")
     init = init_prompt(PromptConfig(length=4), bb.embed_layer.weight, seed=0)
-    [res] = train_runs(bb, head, data, data, [RunSpec("r", 0, init)], cfg, "accuracy", log=lambda m: None)
+    [res] = train_runs(bb, ClassificationObjective(bb, head, "accuracy"), data, data, [RunSpec("r", 0, init)], cfg, log=lambda m: None)
     assert res.last_step == 4  # evals at 0, 2, 4: two without improvement
 
 

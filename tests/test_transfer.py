@@ -1,30 +1,69 @@
+"""The built-in transfer methods' plans, on a fake study: which runs each method hands the engine."""
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from promptgrid.config import PandaConfig, SpotConfig
-from promptgrid.transfer import panda_beta, panda_runs, spot_topk_init, vanilla_runs, zeroshot_scores
+from promptgrid.methods import panda, spot_topk, vanilla, zeroshot
+from promptgrid.methods.panda import PandaConfig, panda_beta
+from promptgrid.methods.spot_topk import SpotConfig, spot_topk_init
+from promptgrid.registry import METHODS
+
+SOURCES, SEEDS = ["a", "b"], [0, 1]
 
 
-def test_zeroshot_scores_one_call_for_all_prompts():
-    prompts = {("a", 0): torch.zeros(2, 3), ("b", 0): torch.ones(2, 3), ("a", 1): 2 * torch.ones(2, 3)}
-    calls = []
+class FakeStudy:
+    """What a method reads of a study, with prompts that say where they came from."""
 
-    def score(bank):
-        calls.append(bank.shape)
-        return [float(p.sum()) for p in bank]
+    def __init__(self, transfer=None, sims=None):
+        self.cfg = SimpleNamespace(sources=SOURCES, seeds=SEEDS, transfer=transfer,
+                                   training=SimpleNamespace(eval_batch_size=4))
+        self.sims, self.precision, self.read = sims or {}, "fp32", []
 
-    assert zeroshot_scores(score, prompts) == {("a", 0): 0.0, ("b", 0): 6.0, ("a", 1): 12.0}
-    assert calls == [(3, 2, 3)]
+    def source_prompts(self, backbone, exclude=()):
+        return {(s, seed): torch.full((2, 3), 10.0 * (SOURCES.index(s) + 1) + seed) for s in SOURCES
+                if s not in exclude for seed in SEEDS}
+
+    def transfer_prompt(self, backbone, method, target, source, seed):
+        self.read.append((method, target, source, seed))
+        return torch.full((2, 3), 100.0 * (SOURCES.index(source) + 1) + seed)
+
+    def fresh_init(self, backbone, target, seed):
+        return torch.full((2, 3), -float(seed))
+
+    def similarities(self, backbone, target, metric):
+        self.read.append(("similarity", target, metric))
+        return self.sims
 
 
-def test_vanilla_runs_copy_the_source_prompt_and_its_seed():
-    src = {("a", 1): torch.ones(2, 3)}
-    [run] = vanilla_runs(src)
-    assert (run.run_id, run.seed) == ("a/seed1", 1) and torch.equal(run.init, src[("a", 1)])
-    run.init += 1
-    assert torch.equal(src[("a", 1)], torch.ones(2, 3))  # a copy, not a view
+def test_every_builtin_method_is_registered_with_what_the_figures_need():
+    for name in ("zeroshot", "vanilla", "spot_topk", "panda"):
+        spec = METHODS[name]
+        assert len(spec.colour) == 3 and spec.summary and spec.paper
+        assert spec.trains == (name != "zeroshot")
+    assert [s.name for s in METHODS.ordered()][:4] == ["zeroshot", "vanilla", "spot_topk", "panda"]
+
+
+def test_vanilla_starts_each_run_from_its_source_prompt_with_that_seeds_data():
+    plan = vanilla.plan(FakeStudy(), "bb", "t")
+    assert plan.pairs == [(s, seed) for s in SOURCES for seed in SEEDS] and plan.kd is None
+    for run, (s, seed) in zip(plan.runs, plan.pairs):
+        assert run.seed == seed and run.run_id == f"{s}/seed{seed}" and run.teacher is None
+        assert torch.equal(run.init, torch.full((2, 3), 10.0 * (SOURCES.index(s) + 1) + seed))
+
+
+def test_panda_students_start_fresh_and_learn_from_vanillas_prompt_of_the_same_pair():
+    ctx = FakeStudy(SimpleNamespace(panda=PandaConfig(beta_scale=2.0)), sims={"a": 0.25, "b": -0.3})
+    plan = panda.plan(ctx, "bb", "t")
+    assert plan.kd is ctx.cfg.transfer.panda
+    for run, (s, seed) in zip(plan.runs, plan.pairs):
+        assert torch.equal(run.init, torch.full((2, 3), -float(seed)))  # the target's own fresh init
+        # the teacher is vanilla's best prompt of this very (source, seed), loaded from its run
+        assert torch.equal(run.teacher, torch.full((2, 3), 100.0 * (SOURCES.index(s) + 1) + seed))
+        assert ("vanilla", "t", s, seed) in ctx.read
+    assert plan.extra["beta"] == [0.5, 0.5, 0.0, 0.0]  # 2 x 0.25; a negative similarity never anti-distils
+    assert ("similarity", "t", "panda_sim") in ctx.read
 
 
 def test_panda_beta_mapping():
@@ -32,17 +71,9 @@ def test_panda_beta_mapping():
     assert panda_beta(0.25, cfg) == 0.5
     assert panda_beta(-0.3, cfg) == 0.0  # never anti-distillation
     assert panda_beta(3.0, cfg) == 2.0   # T clipped to 1
-    assert panda_beta(float("nan"), cfg) == 0.0 and panda_beta(None, cfg) == 0.0
+    assert panda_beta(math.nan, cfg) == 0.0 and panda_beta(None, cfg) == 0.0
     assert panda_beta(0.9, PandaConfig(beta=0.1)) == 0.1  # fixed-beta ablation
-
-
-def test_panda_runs_student_is_fresh_teacher_is_vanilla():
-    teachers = {("a", 0): torch.full((2, 3), 5.0), ("b", 0): torch.full((2, 3), 7.0)}
-    inits = {0: torch.zeros(2, 3)}
-    runs = panda_runs(teachers, inits, {"a": 0.5, "b": 0.2}, PandaConfig())
-    assert [r.beta for r in runs] == [0.5, 0.2]
-    assert all(torch.equal(r.init, inits[0]) for r in runs)
-    assert torch.equal(runs[1].teacher, teachers[("b", 0)])
+    assert PandaConfig(beta_metric="panda").beta_metric == "panda_sim"  # the old spelling still means the metric
 
 
 def test_spot_topk_weighted_average():
@@ -55,3 +86,27 @@ def test_spot_topk_weighted_average():
     assert torch.allclose(init, torch.full((1, 2), 0.75 * 3 + 0.25 * 1))
     with pytest.raises(ValueError, match="seed 5"):
         spot_topk_init(prompts, sims, seed=5, cfg=SpotConfig(k=2))
+
+
+def test_spot_topk_plan_has_one_run_per_seed_named_after_k():
+    ctx = FakeStudy(SimpleNamespace(spot_topk=SpotConfig(k=1, metric="cos_avg")), sims={"a": 0.1, "b": 0.9})
+    plan = spot_topk.plan(ctx, "bb", "t")
+    assert plan.pairs == [("top1", 0), ("top1", 1)]
+    assert torch.equal(plan.runs[1].init, torch.full((2, 3), 21.0))  # source b, seed 1: the most similar
+    assert '"b"' in plan.extra["mixture"][0]
+
+
+def test_zeroshot_scores_every_source_prompt_in_one_call():
+    calls = []
+
+    class Objective:
+        def score(self, bank, split, batch_size, precision):
+            calls.append(tuple(bank.shape))
+            return [float(p.mean()) for p in bank]
+
+    ctx = FakeStudy()
+    ctx.objective = lambda backbone, target: Objective()
+    ctx.encoded = lambda backbone, target, split: "test split"
+    scores = zeroshot.evaluate(ctx, "bb", "t")
+    assert calls == [(4, 2, 3)]
+    assert scores == {("a", 0): 10.0, ("a", 1): 11.0, ("b", 0): 20.0, ("b", 1): 21.0}

@@ -5,8 +5,9 @@ import subprocess
 import pytest
 import yaml
 
-from promptgrid import layout
 from promptgrid.config import StudyConfig
+from promptgrid.pipeline.plugins import load_config_with_plugins
+from promptgrid.registry import FIGURES, METHODS, SIMILARITIES
 
 
 def snakemake(repo, env, *args, timeout=300):
@@ -29,24 +30,28 @@ def expected_counts(cfg: StudyConfig) -> dict:
     """The grid formula: what one study must schedule from scratch."""
     B, T = len(cfg.backbones), len(cfg.targets)
     methods = cfg.transfer.methods
-    trained = [m for m in methods if m in layout.TRAINED_METHODS]
-    # jobs.per_backbone: one train / zeroshot / panda-metric job per backbone instead of per task
+    trained = [m for m in methods if METHODS[m].trains]
+    evaluating = [m for m in methods if not METHODS[m].trains]
+    model = [m for m in cfg.metrics.names if SIMILARITIES[m].scope == "model"]
+    per_target = [m for m in model if SIMILARITIES[m].per_target]
+    # jobs.per_backbone: one train / evaluate / per-target-similarity job per backbone instead of per task
     grouped = cfg.jobs.per_backbone
     counts = {"prepare_task": len(cfg.trained_tasks)}
     if grouped:
         counts["train_backbone"] = B
     else:
         counts["train_prompt"] = B * len(cfg.trained_tasks)
-    if "zeroshot" in methods:
-        counts.update({"zeroshot_backbone": B} if grouped else {"zeroshot": B * T})
+    if evaluating:
+        counts.update({"evaluate_backbone": B * len(evaluating)} if grouped else {"evaluate": B * T * len(evaluating)})
     if trained:
         counts["transfer"] = B * T * len(trained)
-    if any(m not in ("on", "panda") for m in cfg.metrics.names):
-        counts["prompt_metrics"] = B
-    if "on" in cfg.metrics.names:
-        counts["on_metric"] = B
-    if "panda" in cfg.metrics.names:
-        counts.update({"panda_metric_backbone": B} if grouped else {"panda_metric": B * T})
+    if len(model) < len(cfg.metrics.names):
+        counts["prompt_similarity"] = B
+    if len(model) > len(per_target):
+        counts["model_similarity"] = B * (len(model) - len(per_target))
+    if per_target:
+        counts.update({"model_similarity_backbone": B * len(per_target)} if grouped
+                      else {"model_similarity_target": B * T * len(per_target)})
     counts.update(collect=1, correlate=1, all=1)
     if cfg.cross_model is not None:
         xm = cfg.cross_model
@@ -54,9 +59,9 @@ def expected_counts(cfg: StudyConfig) -> dict:
     n_peft = sum(bb.kind != "masked_lm" for bb in cfg.backbones.values())
     if n_peft:
         counts["export_peft"] = n_peft
-    for kind in layout.FIGURE_KINDS:
-        if layout.figure_variants(cfg, kind):
-            counts[f"fig_{kind}"] = B
+    for spec in FIGURES.ordered():
+        if spec.variants(cfg):
+            counts[f"fig_{spec.name}"] = B
     return counts
 
 
@@ -66,7 +71,7 @@ STUDIES = ["config.yaml", "tests/studies/tiny.yaml", "studies/bigbench-21x9.yaml
 
 @pytest.mark.parametrize("study", STUDIES)
 def test_dry_run_job_counts_match_grid_formula(repo, venv_env, tmp_path, study):
-    cfg = StudyConfig.from_dict(yaml.safe_load((repo / study).read_text()))
+    cfg = load_config_with_plugins(repo / study)
     args = ["-n", "--quiet", "rules", "--config", f"results_dir={tmp_path}"]
     if study != "config.yaml":
         args += ["--configfile", study]

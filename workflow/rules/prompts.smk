@@ -3,24 +3,24 @@ if CFG.jobs.per_backbone:
     rule train_backbone:
         """Every task's own prompt on one backbone, in one job: the model is loaded once (jobs.per_backbone)."""
         input:
-            lambda w: [f for t in TASKS for f in train_inputs(w.backbone, t)],
+            lambda w: [f for t in W.tasks for f in W.train_inputs(w.backbone, t)],
         output:
-            prompts=expand(R("prompts/{{backbone}}/task/{task}/seed{seed}.safetensors"), task=TASKS, seed=SEEDS),
-            early=expand(R("prompts/{{backbone}}/task/{task}/seed{seed}.early.safetensors"), task=TASKS, seed=SEEDS),
-            runs=expand(R("parts/{{backbone}}/train/{task}.runs.parquet"), task=TASKS),
-            curves=expand(R("parts/{{backbone}}/train/{task}.curves.parquet"), task=TASKS),
-        params:
-            config=CONFIG_JSON,
-            cfg_hash=lambda w: [stage_hash("prompt", "training", "seeds", task=t, backbone=w.backbone) for t in TASKS],
-            tasks=" ".join(TASKS),
+            prompts=W.prompt_outputs("{backbone}"),
+            early=W.prompt_outputs("{backbone}", early=True),
+            runs=[R(layout.train_runs("{backbone}", t)) for t in W.tasks],
+            curves=[R(layout.train_curves("{backbone}", t)) for t in W.tasks],
+        log:
+            R(layout.log("train", "{backbone}")),
+        conda:
+            ENV
         threads: 2
         resources:
             mem_mb=4000,
-            runtime=60 + 60 * len(TASKS),
-        log:
-            R("logs/train/{backbone}.log"),
-        conda:
-            ENV
+            runtime=60 + 60 * len(W.tasks),
+        params:
+            config=CONFIG_JSON,
+            cfg_hash=lambda w: [W.hash("train", task=t, backbone=w.backbone) for t in W.tasks],
+            tasks=" ".join(W.tasks),
         shell:
             "PROMPTGRID_THREADS={threads} promptgrid train --config {params.config:q} "
             "--backbone {wildcards.backbone:q} --task {params.tasks} > {log:q} 2>&1"
@@ -29,23 +29,23 @@ else:
 
     rule train_prompt:
         input:
-            lambda w: train_inputs(w.backbone, w.task),
+            lambda w: W.train_inputs(w.backbone, w.task),
         output:
-            prompts=expand(R("prompts/{{backbone}}/task/{{task}}/seed{seed}.safetensors"), seed=SEEDS),
-            early=expand(R("prompts/{{backbone}}/task/{{task}}/seed{seed}.early.safetensors"), seed=SEEDS),
-            runs=R("parts/{backbone}/train/{task}.runs.parquet"),
-            curves=R("parts/{backbone}/train/{task}.curves.parquet"),
-        params:
-            config=CONFIG_JSON,
-            cfg_hash=lambda w: stage_hash("prompt", "training", "seeds", task=w.task, backbone=w.backbone),
+            prompts=W.prompt_outputs("{backbone}", "{task}"),
+            early=W.prompt_outputs("{backbone}", "{task}", early=True),
+            runs=R(layout.train_runs("{backbone}", "{task}")),
+            curves=R(layout.train_curves("{backbone}", "{task}")),
+        log:
+            R(layout.log("train", "{backbone}", "{task}")),
+        conda:
+            ENV
         threads: 2
         resources:
             mem_mb=4000,
             runtime=120,
-        log:
-            R("logs/train/{backbone}/{task}.log"),
-        conda:
-            ENV
+        params:
+            config=CONFIG_JSON,
+            cfg_hash=lambda w: W.hash("train", task=w.task, backbone=w.backbone),
         shell:
             "PROMPTGRID_THREADS={threads} promptgrid train --config {params.config:q} "
             "--backbone {wildcards.backbone:q} --task {wildcards.task:q} > {log:q} 2>&1"
@@ -54,15 +54,15 @@ else:
 rule export_peft:
     """Every task prompt as a PEFT PromptTuning adapter folder (a prompt bank others can load)."""
     input:
-        lambda w: all_task_prompts(w.backbone),
+        lambda w: W.all_task_prompts(w.backbone),
     output:
-        directory(R("peft/{backbone}")),
-    params:
-        config=CONFIG_JSON,
+        directory(R(layout.peft_bank("{backbone}"))),
     log:
-        R("logs/peft/{backbone}.log"),
+        R(layout.log("peft", "{backbone}")),
     conda:
         ENV
+    params:
+        config=CONFIG_JSON,
     shell:
         "promptgrid export-peft-bank --config {params.config:q} --backbone {wildcards.backbone:q} "
         "--out {output:q} > {log:q} 2>&1"

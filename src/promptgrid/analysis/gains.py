@@ -1,0 +1,138 @@
+"""Tables of the analysis: realised transfer gains, metric-gain correlations, metric comparisons,
+retrieval quality, and a one-paragraph summary. Inputs and outputs are long-format DataFrames
+in the shapes of the contracts (transfer / similarity / curves / correlation / retrieval).
+
+Conventions shared by every function:
+* self-pairs (source == target) are left out of correlations, comparisons and retrieval;
+* a method's outcome for a (source, target) pair is its mean over seeds; correlations use the
+  gain, except zeroshot, which uses relative_performance (Su et al.'s transferability);
+  retrieval always uses the gain in score points;
+* spot_topk rows (source "top{k}") match no similarity row and so drop out of the
+  correlation, comparison and retrieval tables.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from promptgrid.registry import METHODS
+
+TRANSFER_COLUMNS = ["backbone", "source", "target", "method", "seed", "score", "baseline_score", "gain", "rer",
+                    "relative_performance", "steps_to_baseline", "baseline_steps", "speedup"]
+
+
+_DEV_TOL = 1e-9  # dev scores equal up to float noise count as "reached"
+
+
+def _require(df: pd.DataFrame, columns: Sequence[str], name: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{name} lacks columns {missing} (has {list(df.columns)})")
+
+
+def _no_duplicates(df: pd.DataFrame, key: Sequence[str], name: str) -> None:
+    dup = df.duplicated(list(key), keep=False)
+    if dup.any():
+        first = df.loc[dup, list(key)].iloc[0].to_dict()
+        raise ValueError(f"{name} has {int(dup.sum())} rows sharing a key {list(key)}, e.g. {first}")
+
+
+def _curve_steps(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """Per run: the baseline's best dev score, the step it first reached it, and the run's first
+    step with dev_score >= that best. Curves are in the curves.parquet format."""
+    _require(curves, ["backbone", "task", "source", "method", "seed", "step", "dev_score"], "curves")
+    curves = curves.dropna(subset=["dev_score"])
+    base = curves[curves["method"] == "baseline"]
+    best = base.groupby(["backbone", "task", "seed"], sort=False)["dev_score"].max().rename("best_dev").reset_index()
+    at_best = base.merge(best, on=["backbone", "task", "seed"])
+    at_best = at_best[at_best["dev_score"] >= at_best["best_dev"] - _DEV_TOL]
+    base_steps = at_best.groupby(["backbone", "task", "seed"], sort=False)["step"].min().rename("baseline_steps")
+    best = best.merge(base_steps.reset_index(), on=["backbone", "task", "seed"]).rename(columns={"task": "target"})
+
+    run_curves = curves[curves["method"] != "baseline"].rename(columns={"task": "target"})
+    run_curves = run_curves.merge(best[["backbone", "target", "seed", "best_dev"]], on=["backbone", "target", "seed"])
+    reached = run_curves[run_curves["dev_score"] >= run_curves["best_dev"] - _DEV_TOL]
+    key = ["backbone", "source", "target", "method", "seed"]
+    first = reached.groupby(key, sort=False)["step"].min().rename("steps_to_baseline").reset_index()
+    out = runs[key].merge(best[["backbone", "target", "seed", "baseline_steps"]], on=["backbone", "target", "seed"],
+                          how="left").merge(first, on=key, how="left")
+    return out
+
+
+def compute_gains(runs: pd.DataFrame, baselines: pd.DataFrame, curves: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+    """The transfer table (transfer.parquet columns, in that order), one row per run.
+
+    runs: one row per transfer run, columns backbone, source, target, method, seed, score
+      (0-100 test score; for spot_topk the source is "top{k}"); other columns are ignored.
+    baselines: the target's own prompt, columns backbone, target (or task), seed, score.
+    curves: optional curves.parquet frame (backbone, task, source, method, seed, step,
+      dev_score, ...); baseline rows have method "baseline". Without it the step columns are NaN.
+
+    gain = score - baseline_score; rer = gain / (100 - baseline_score) (NaN if the baseline is
+    100); relative_performance = score / baseline_score (NaN if the baseline is 0);
+    baseline_steps = first step at which the baseline run reached its own best dev score;
+    steps_to_baseline = first step at which this run's dev score >= that best (NaN if never, if
+    the curve is missing, and always for zeroshot); speedup = baseline_steps / steps_to_baseline
+    (inf when the run starts at or above the baseline's best at step 0 and the baseline needed
+    steps; NaN when steps_to_baseline is NaN or both are 0).
+    """
+    _require(runs, ["backbone", "source", "target", "method", "seed", "score"], "runs")
+    if "target" not in baselines.columns and "task" in baselines.columns:
+        baselines = baselines.rename(columns={"task": "target"})
+    _require(baselines, ["backbone", "target", "seed", "score"], "baselines")
+    unknown = sorted(set(runs["method"]) - set(METHODS))
+    if unknown:
+        raise ValueError(f"runs: unknown transfer methods {unknown}; registered: {list(METHODS)}")
+    key = ["backbone", "source", "target", "method", "seed"]
+    _no_duplicates(runs, key, "runs")
+    _no_duplicates(baselines, ["backbone", "target", "seed"], "baselines")
+
+    base = baselines[["backbone", "target", "seed", "score"]].rename(columns={"score": "baseline_score"})
+    df = runs[key + ["score"]].merge(base, on=["backbone", "target", "seed"], how="left")
+    missing = df[df["baseline_score"].isna()]
+    if len(missing):
+        combos = missing[["backbone", "target", "seed"]].drop_duplicates().head(3).to_dict("records")
+        raise ValueError(f"no baseline score for {len(missing)} runs, e.g. (backbone, target, seed) = {combos}")
+
+    score = df["score"].to_numpy(np.float64)
+    base_score = df["baseline_score"].to_numpy(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df["gain"] = score - base_score
+        df["rer"] = np.where(base_score == 100.0, np.nan, (score - base_score) / (100.0 - base_score))
+        df["relative_performance"] = np.where(base_score == 0.0, np.nan, score / base_score)
+
+    if curves is not None:
+        steps = _curve_steps(runs, curves)
+        df = df.merge(steps, on=key, how="left")
+    else:
+        df["baseline_steps"] = np.nan
+        df["steps_to_baseline"] = np.nan
+    df.loc[df["method"] == "zeroshot", "steps_to_baseline"] = np.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df["speedup"] = df["baseline_steps"].to_numpy(np.float64) / df["steps_to_baseline"].to_numpy(np.float64)
+    df["seed"] = df["seed"].astype(np.int64)
+    for col in ("score", "baseline_score", "steps_to_baseline", "baseline_steps"):
+        df[col] = df[col].astype(np.float64)
+    return df[TRANSFER_COLUMNS].reset_index(drop=True)
+
+
+def aggregate_gains(transfer: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sample std (ddof = 1; NaN with one seed) over seeds per (backbone, source, target, method).
+
+    Columns: backbone, source, target, method, n_seeds, n_reached (seeds whose run reached the
+    baseline's best dev score), then <col>_mean, <col>_std for score, baseline_score, gain, rer,
+    relative_performance, speedup. speedup is averaged over the seeds where it is defined
+    (pandas skips NaN), so read it together with n_reached.
+    """
+    _require(transfer, TRANSFER_COLUMNS, "transfer")
+    key = ["backbone", "source", "target", "method"]
+    cols = ["score", "baseline_score", "gain", "rer", "relative_performance", "speedup"]
+    g = transfer.groupby(key, sort=False)
+    out = g.size().rename("n_seeds").to_frame()
+    out["n_reached"] = g["steps_to_baseline"].count()
+    for col in cols:
+        out[f"{col}_mean"] = g[col].mean()
+        out[f"{col}_std"] = g[col].std(ddof=1)
+    return out.reset_index()

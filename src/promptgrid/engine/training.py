@@ -1,0 +1,231 @@
+"""Prompt tuning of K runs at once through a prompt bank, with dev evaluation, best-checkpoint
+selection, early stopping and atomic, bit-exact resumable checkpoints.
+
+All runs in one call train on the same task (one objective, one encoded dataset: see
+:mod:`promptgrid.objectives.factory` for what an objective computes per task kind). Run k's
+examples for step n are fixed by its data seed alone (``batch_indices``), so runs that share a seed
+see the same batches: a transfer run and the baseline it is compared with differ only in their
+initial prompt. Because the data order is a pure function of (seed, step), resuming needs only the
+bank, the optimizer state and the bookkeeping, and reproduces an uninterrupted run bit for bit.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from promptgrid.config import TrainingConfig
+from promptgrid.engine.scoring import batch_indices
+from promptgrid.models.backbones import Backbone
+from promptgrid.models.precision import precision_scope
+from promptgrid.models.prompt import PromptBank
+from promptgrid.storage.files import load_torch_checkpoint, save_torch_checkpoint
+
+
+# ---------------------------------------------------------------- training
+@dataclass
+class RunSpec:
+    """One prompt-tuning run inside a bank."""
+
+    run_id: str
+    seed: int  # data-order seed
+    init: torch.Tensor  # (L, d)
+    teacher: Optional[torch.Tensor] = None  # (L, d) frozen PANDA teacher prompt
+    beta: float = 0.0  # KD weight
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    best_prompt: torch.Tensor  # (L, d)
+    best_dev: float
+    best_step: int
+    early_prompt: torch.Tensor  # (L, d) prompt at cfg.early_step
+    curve: list = field(default_factory=list)  # dicts: step, dev_score, train_loss
+    last_step: int = 0
+
+
+class KDSettings(Protocol):
+    """What distillation reads of a method's settings (PANDA's ``transfer.panda``)."""
+
+    kd_loss: str  # mse | kl
+    kd_temperature: float
+
+
+def kd_loss(student: torch.Tensor, teacher: torch.Tensor, cfg: KDSettings) -> torch.Tensor:
+    """Per-example distillation loss (B,). student, teacher: (B, C) label logits."""
+    if cfg.kd_loss == "mse":
+        return ((student - teacher) ** 2).mean(-1)
+    T = cfg.kd_temperature
+    return F.kl_div(F.log_softmax(student / T, -1), F.log_softmax(teacher / T, -1), log_target=True,
+                    reduction="none").sum(-1) * T * T
+
+
+def masked_kd_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, cfg: KDSettings) -> torch.Tensor:
+    """Per-example distillation loss (B,) averaged over the real positions. student, teacher: (B, T, C)
+    logits per position (target tokens, words); mask: (B, T), 1 where a position is real."""
+    per_position = kd_loss(student, teacher, cfg)
+    m = mask.to(per_position.device, per_position.dtype)
+    return (per_position * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+def make_optimizer(params, cfg: TrainingConfig):
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    from transformers.optimization import Adafactor
+
+    # SPoT's setting: constant lr, no relative step. Adafactor's update clipping uses the whole
+    # parameter's RMS, so runs sharing a bank are not fully independent under it.
+    return Adafactor(params, lr=cfg.lr, weight_decay=cfg.weight_decay, relative_step=False,
+                     scale_parameter=False, warmup_init=False)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+@dataclass
+class BankState:
+    """The bookkeeping of a bank of K runs: everything a checkpoint needs besides the prompts and the
+    optimiser. Stored as a plain dict of tensors, numbers and lists, so ``torch.load(weights_only=True)``
+    reads it back."""
+
+    step: int
+    best_dev: list  # K floats
+    best_step: list  # K ints
+    best_prompt: torch.Tensor  # (K, L, d) each run's best dev checkpoint
+    early_prompt: torch.Tensor  # (K, L, d) at cfg.early_step
+    curves: list  # K lists of {step, dev_score, train_loss}
+    bad_evals: list  # K ints: evaluations since the last improvement
+    active: list  # K bools: runs still training (early stopping)
+    running: list  # K floats: summed loss since the last evaluation
+    n_running: int
+
+    @classmethod
+    def start(cls, prompts: torch.Tensor) -> BankState:
+        K = prompts.shape[0]
+        return cls(step=0, best_dev=[-math.inf] * K, best_step=[0] * K, best_prompt=prompts.detach().clone(),
+                   early_prompt=prompts.detach().clone(), curves=[[] for _ in range(K)], bad_evals=[0] * K,
+                   active=[True] * K, running=[0.0] * K, n_running=0)
+
+    def active_runs(self) -> list:
+        return [k for k, on in enumerate(self.active) if on]
+
+    def record(self, step: int, scores: list, prompts: torch.Tensor, early_stop: int) -> None:
+        """Dev scores of the active runs at ``step``; prompts (K, L, d) are the bank now."""
+        losses = [r / max(self.n_running, 1) for r in self.running] if step else [math.nan] * len(self.active)
+        for k, s in zip(self.active_runs(), scores):
+            self.curves[k].append({"step": step, "dev_score": s, "train_loss": losses[k]})
+            if s > self.best_dev[k]:
+                self.best_dev[k], self.best_step[k], self.bad_evals[k] = s, step, 0
+                self.best_prompt[k] = prompts[k].clone()
+            else:
+                self.bad_evals[k] += 1
+                if early_stop and self.bad_evals[k] >= early_stop:
+                    self.active[k] = False
+        self.running, self.n_running = [0.0] * len(self.active), 0
+
+    def results(self, runs: list) -> list:
+        return [RunResult(run.run_id, self.best_prompt[k].clone(), self.best_dev[k], self.best_step[k],
+                          self.early_prompt[k].clone(), self.curves[k], self.step) for k, run in enumerate(runs)]
+
+
+def train_runs(backbone: Backbone, objective, train, dev, runs: list, cfg: TrainingConfig,
+               kd: Optional[KDSettings] = None,
+               checkpoint: Optional[Path] = None, checkpoint_key: str = "", label: str = "train",
+               log: Callable[[str], None] = _log) -> list:
+    """Prompt-tune ``runs`` jointly; return a :class:`RunResult` per run (its best dev checkpoint).
+
+    ``objective`` (:mod:`promptgrid.objectives.factory`) gives the per-example loss, the PANDA
+    distillation loss and the dev score; ``train`` and ``dev`` are splits it encoded. Each step
+    gathers every active run's batch into one forward pass, row b using its run's prompt.
+
+    Every ``cfg.checkpoint_every`` steps the full state is written atomically to ``checkpoint``; if
+    that file exists (and ``checkpoint_key`` matches) training resumes from it.
+    """
+    if len(train) == 0 or len(dev) == 0:
+        raise ValueError(f"{label}: empty train or dev split")
+    K = len(runs)
+    bank = PromptBank(torch.stack([r.init for r in runs]))
+    teachers = None
+    if any(r.teacher is not None for r in runs):
+        if kd is None:
+            raise ValueError("teacher prompts given without a KD config")
+        teachers = torch.stack([r.teacher if r.teacher is not None else r.init for r in runs]).float()
+        betas = torch.tensor([r.beta for r in runs], dtype=torch.float32)
+    optimizer = make_optimizer(bank.parameters(), cfg)
+    state = BankState.start(bank.prompts)
+    if checkpoint is not None and Path(checkpoint).exists():
+        saved = load_torch_checkpoint(checkpoint)
+        if saved.get("key") != checkpoint_key or saved["bank"].shape != bank.prompts.shape:
+            log(f"[{label}] ignoring checkpoint {checkpoint}: it belongs to another configuration")
+        else:
+            with torch.no_grad():
+                bank.prompts.copy_(saved["bank"])
+            optimizer.load_state_dict(saved["optimizer"])
+            state = BankState(**saved["state"])
+            log(f"[{label}] resumed from {checkpoint} at step {state.step}")
+    t_start, start_step = time.time(), state.step
+
+    def evaluate(step: int) -> None:
+        active = state.active_runs()
+        if not active:
+            return
+        scores = objective.score(bank.prompts.detach()[active], dev, cfg.eval_batch_size, cfg.precision)
+        mean_loss = [state.running[k] / max(state.n_running, 1) for k in active] if step else []
+        state.record(step, scores, bank.prompts.detach(), cfg.early_stop)
+        elapsed, done = time.time() - t_start, max(step - start_step, 1)
+        log(f"[{label}] step {step}/{cfg.steps} loss {sum(mean_loss) / max(len(mean_loss), 1):.4f} "
+            f"dev {sum(scores) / len(scores):.2f} best {max(state.best_dev[k] for k in active):.2f} "
+            f"active {sum(state.active)}/{K} {elapsed / done:.2f}s/step ETA {elapsed / done * (cfg.steps - step):.0f}s")
+
+    if state.step == 0:
+        evaluate(0)
+        if cfg.early_step == 0:
+            state.early_prompt = bank.prompts.detach().clone()
+    while state.step < cfg.steps and any(state.active):
+        active = state.active_runs()
+        examples, prompt_index = [], []
+        for k in active:
+            idx = batch_indices(len(train), cfg.batch_size, runs[k].seed, state.step).tolist()
+            examples.extend(idx)
+            prompt_index.extend([k] * len(idx))
+        prompt_index = torch.tensor(prompt_index)
+        with precision_scope(cfg.precision, backbone.device):
+            per_example, outputs = objective.forward(bank(prompt_index), train, examples)
+        if teachers is not None:
+            with torch.no_grad(), precision_scope(cfg.precision, backbone.device):
+                _, teacher_outputs = objective.forward(teachers[prompt_index], train, examples)
+            per_example = per_example + betas[prompt_index] * objective.kd(outputs, teacher_outputs, kd)
+        # mean within each run, summed over runs: each run's gradient is what it would get alone
+        loss = per_example.view(len(active), -1).mean(1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        optimizer.step()
+        for j, k in enumerate(active):
+            state.running[k] += loss[j].item()
+        state.n_running += 1
+        state.step += 1
+        if state.step == cfg.early_step:
+            state.early_prompt = bank.prompts.detach().clone()
+        if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
+            evaluate(state.step)
+        if checkpoint is not None and state.step % cfg.checkpoint_every == 0 and state.step < cfg.steps:
+            save_torch_checkpoint(checkpoint, {"key": checkpoint_key, "bank": bank.prompts.detach().clone(),
+                                               "optimizer": optimizer.state_dict(),
+                                               "state": dataclasses.asdict(state)})
+    if state.step < cfg.early_step:  # stopped early for every run before the early step
+        state.early_prompt = state.best_prompt.clone()
+    log(f"[{label}] done: {K} runs, steps {state.step}, best dev "
+        + ", ".join(f"{runs[k].run_id}={state.best_dev[k]:.1f}@{state.best_step[k]}" for k in range(K))
+        + f", {time.time() - t_start:.1f}s")
+    return state.results(runs)

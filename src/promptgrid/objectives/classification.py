@@ -1,0 +1,45 @@
+"""Classification: cross-entropy over the rank-classification logits of the label texts; accuracy or
+macro-F1.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from promptgrid.config import TaskConfig
+from promptgrid.engine import scoring, training
+from promptgrid.engine.training import KDSettings
+from promptgrid.models.backbones import Backbone, TaskHead
+
+
+# ====================================================================== classification
+class ClassificationObjective:
+    """Cross-entropy over the label texts' rank-classification logits; accuracy or macro-F1.
+
+    Exactly the engine's historical path: ``encode`` is :func:`promptgrid.engine.scoring.encode_split`,
+    ``score`` is :func:`promptgrid.engine.scoring.score_bank` and ``kd`` is
+    :func:`promptgrid.engine.training.kd_loss`, so results are bit-identical to calling those directly.
+    """
+
+    def __init__(self, backbone: Backbone, head: TaskHead, metric: str = "accuracy"):
+        self.backbone, self.head, self.metric = backbone, head, metric
+
+    @classmethod
+    def from_config(cls, backbone: Backbone, task_cfg: TaskConfig) -> ClassificationObjective:
+        return cls(backbone, backbone.task_head(task_cfg.label_texts), task_cfg.metric)
+
+    def encode(self, frame: pd.DataFrame) -> scoring.EncodedSplit:
+        return scoring.encode_split(self.backbone, frame["text"], frame["label"])
+
+    def forward(self, prompts: torch.Tensor, split, idx):
+        batch = self.backbone.collate([split.ids[i] for i in idx])
+        logits = self.backbone.logits(prompts, batch, self.head).float()
+        return F.cross_entropy(logits, split.labels[idx], reduction="none"), logits
+
+    def kd(self, student_out, teacher_out, panda_cfg: KDSettings) -> torch.Tensor:
+        return training.kd_loss(student_out, teacher_out, panda_cfg)
+
+    def score(self, prompts: torch.Tensor, split, batch_size: int = 64, precision: str = "fp32") -> list:
+        # looked up on the module at call time, so tools that wrap scoring.score_bank (bench/) see every call
+        return scoring.score_bank(self.backbone, self.head, prompts, split, self.metric, batch_size, precision)

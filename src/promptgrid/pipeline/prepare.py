@@ -1,0 +1,26 @@
+"""The prepare verb: normalise and split one task's data.
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from promptgrid.pipeline.study import Study
+
+if TYPE_CHECKING:
+    pass
+
+
+# ---------------------------------------------------------------- verbs
+def prepare(study: Study, task: str) -> None:
+    from promptgrid.data.prepare import prepare_task, write_splits
+
+    cfg = study.cfg
+    if task not in cfg.tasks:
+        raise KeyError(f"task {task!r} is not defined in the config")
+    t0 = time.time()
+    splits = prepare_task(cfg.tasks[task], task, cfg.cache_path)
+    h = study.stage_hash("prepare", task=task)
+    write_splits(splits, study.path(f"data/{task}"), study.meta(h, task=task))
+    print(f"[prepare] {task}: " + ", ".join(f"{k}={len(v)}" for k, v in splits.items())
+          + f" in {time.time() - t0:.1f}s", flush=True)

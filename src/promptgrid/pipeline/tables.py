@@ -1,0 +1,140 @@
+"""The table verbs: gather the parts into the study's tables, run the statistics, summarise.
+"""
+from __future__ import annotations
+
+import html
+import time
+from pathlib import Path
+from typing import Mapping, Optional
+
+import pandas as pd
+
+from promptgrid.pipeline.similarity import SIMILARITY_COLUMNS
+from promptgrid.pipeline.study import Study
+from promptgrid.registry import METHODS
+from promptgrid.storage import layout
+from promptgrid.storage.files import atomic_path, atomic_write_bytes, read_table, read_table_meta, write_table
+from promptgrid.storage.provenance import merge_compute
+
+
+# ---------------------------------------------------------------- tables
+def _read_all(study: Study, rels, metas: Optional[list] = None) -> pd.DataFrame:
+    """The parts that exist, concatenated; their provenance is appended to ``metas`` when given."""
+    paths = [study.path(r) for r in rels if study.path(r).exists()]
+    if metas is not None:
+        metas += [read_table_meta(p) for p in paths]
+    frames = [read_table(p) for p in paths]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def collect(study: Study) -> None:
+    """Gather every part into tables/transfer, similarity and curves."""
+    from promptgrid.analysis.gains import aggregate_gains, compute_gains
+
+    cfg = study.cfg
+    baselines, runs, curves, sims, parts = [], [], [], [], []
+    for b in cfg.backbones:
+        baselines.append(_read_all(study, [layout.train_runs(b, t) for t in cfg.trained_tasks], parts))
+        curves.append(_read_all(study, [layout.train_curves(b, t) for t in cfg.targets]))
+        for m in cfg.transfer.methods:
+            runs.append(_read_all(study, [layout.method_runs(b, m, t) for t in cfg.targets], parts))
+            if METHODS[m].trains:
+                curves.append(_read_all(study, [layout.method_curves(b, m, t) for t in cfg.targets]))
+        sims.append(_read_all(study, layout.similarity_parts(cfg, b), parts))
+    baselines = pd.concat(baselines, ignore_index=True)
+    curves = pd.concat(curves, ignore_index=True)
+    runs = pd.concat([r for r in runs if len(r)], ignore_index=True)
+    similarity = pd.concat([s for s in sims if len(s)], ignore_index=True) if any(len(s) for s in sims) \
+        else pd.DataFrame(columns=SIMILARITY_COLUMNS)
+    transfer = compute_gains(runs, baselines, curves)
+    meta = study.meta(study.stage_hash("collect"), seed=cfg.seeds, compute=merge_compute(parts))
+    write_table(transfer, study.path(layout.table("transfer")), meta)
+    write_table(similarity[SIMILARITY_COLUMNS], study.path(layout.table("similarity")), meta)
+    write_table(curves, study.path(layout.table("curves")), meta)
+    write_table(aggregate_gains(transfer), study.path(layout.table("gains")), meta)
+    print(f"[collect] transfer {len(transfer)} rows, similarity {len(similarity)} rows, curves {len(curves)} rows",
+          flush=True)
+
+
+def correlate(study: Study) -> None:
+    from promptgrid.analysis.correlation import correlation_table, metric_comparison_table, retrieval_table
+    from promptgrid.analysis.summary import summary_table
+
+    cfg = study.cfg
+    a = cfg.analysis
+    transfer = read_table(study.path(layout.table("transfer")))
+    similarity = read_table(study.path(layout.table("similarity")))
+    t0 = time.time()
+    correlation = correlation_table(similarity, transfer, a.permutations, a.bootstrap, a.seed)
+    comparison = metric_comparison_table(similarity, transfer, a.bootstrap, a.seed)
+    retrieval = retrieval_table(similarity, transfer, a.top_k)
+    summary = summary_table(correlation, retrieval, comparison)
+    # the statistics ran here, on the numbers the model jobs computed: their record travels on
+    compute = read_table_meta(study.path(layout.table("transfer"))).get("compute") or {}
+    meta = study.meta(study.stage_hash("correlate"), seed=a.seed, compute=compute)
+    tables = {"correlation": correlation, "metric_comparison": comparison, "retrieval": retrieval,
+              "summary": summary}
+    for name, df in tables.items():
+        write_table(df, study.path(layout.table(name)), meta)
+    write_report_tables(study.root, tables)
+    print(f"[correlate] {len(correlation)} correlations, {len(comparison)} comparisons, {len(retrieval)} retrieval "
+          f"rows in {time.time() - t0:.1f}s", flush=True)
+    print(summary_text_for(summary), flush=True)
+
+
+# ---------------------------------------------------------------- the report's tables
+#: title and one-line description of each table in layout.CSV_TABLES, at the top of its HTML page
+REPORT_TABLES = {
+    "correlation": ("Correlation of each similarity metric with transfer",
+                    "Pearson r, Spearman ρ and Kendall τ of each metric with the transfer outcome, per backbone, "
+                    "method and target (pooled: all targets), with permutation p-values and bootstrap 95 % CIs."),
+    "retrieval": ("Source retrieval by each similarity metric",
+                  "Gain (score points) of the best of the k top-ranked sources against the oracle and random "
+                  "choice, with regret and nDCG@k, per backbone, metric, method, target and k."),
+    "summary": ("Which similarity metric predicts transfer best",
+                "Per backbone and method: the best metric, its pooled Spearman ρ with 95 % CI, the runner-up "
+                "and the margin, and the retrieval quality of the best metric."),
+}
+_TABLE_CSS = ("body{font-family:sans-serif;font-size:14px;color:#222;margin:12px}"
+              "h1{font-size:18px;margin:0 0 6px}p{max-width:60em;line-height:1.4}"
+              ".scroll{overflow-x:auto}table{border-collapse:collapse;font-size:13px}"
+              "th,td{border:1px solid #ccc;padding:3px 7px;text-align:right;white-space:nowrap}"
+              "th{background:#eee;position:sticky;top:0}tbody tr:nth-child(even){background:#f7f7f7}")
+
+
+def table_html(name: str, df: pd.DataFrame, intro: str = "") -> str:
+    """A self-contained HTML page of one report table (no external resources): its title, its one-line
+    description, ``intro`` (plain text, e.g. the summary paragraph) and the table, floats to 3 significant
+    digits. Snakemake's report shows it in the page; the CSV beside it is the machine-readable copy."""
+    title, description = REPORT_TABLES.get(name, (name, ""))
+    body = df.to_html(index=False, float_format=lambda v: f"{v:.3g}", na_rep="n/a", border=0, justify="center")
+    paragraphs = "".join(f"<p>{html.escape(line)}</p>" for line in intro.splitlines() if line.strip())
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>'
+            f"\n<style>{_TABLE_CSS}</style>\n</head>\n<body>\n<h1>{html.escape(title)}</h1>\n"
+            f'<p><em>{html.escape(description)}</em></p>\n{paragraphs}\n<div class="scroll">\n{body}\n</div>\n'
+            "</body>\n</html>\n")
+
+
+def write_report_tables(root, tables: Mapping[str, pd.DataFrame]) -> None:
+    """Each table of layout.CSV_TABLES under the study folder ``root``, atomically: as CSV (to download) and
+    as an HTML page (what the report shows); the summary's page starts with its plain-English paragraph."""
+    for name in layout.CSV_TABLES:
+        df = tables[name]
+        with atomic_path(Path(root) / layout.table(name, "csv")) as tmp:
+            df.to_csv(tmp, index=False, float_format="%.4g")
+        intro = summary_text_for(df) if name == "summary" and len(df) else ""
+        atomic_write_bytes(Path(root) / layout.table(name, "html"), table_html(name, df, intro).encode("utf-8"))
+
+
+def summary_text_for(summary: pd.DataFrame) -> str:
+    from promptgrid.analysis.summary import summary_text
+
+    return summary_text(summary)
+
+
+def summarize(study: Study) -> str:
+    """The summary paragraph, then how the study computed (precision, hardware, torch)."""
+    from promptgrid.storage.provenance import compute_line
+
+    path = study.path(layout.table("summary"))
+    return summary_text_for(read_table(path)) + "\n" + compute_line(read_table_meta(path).get("compute") or {})
