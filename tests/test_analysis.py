@@ -55,11 +55,21 @@ def test_compute_gains_exact():
     assert v1["baseline_steps"] == 10.0 and math.isnan(v1["steps_to_baseline"]) and math.isnan(v1["speedup"])
     assert z["gain"] == -35.0 and z["relative_performance"] == pytest.approx(40 / 75)
     assert z["baseline_steps"] == 20.0 and math.isnan(z["steps_to_baseline"]) and math.isnan(z["speedup"])
-    assert spot["source"] == "top2" and spot["steps_to_baseline"] == 0.0 and spot["speedup"] == math.inf
+    # spot_topk was already at the baseline's best at step 0: reached, but no finite speed-up
+    assert spot["source"] == "top2" and spot["steps_to_baseline"] == 0.0 and math.isnan(spot["speedup"])
+    assert t["reached_at_start"].tolist() == [False, False, False, True]
+    # dev-curve outcomes: differences to the baseline at shared steps (v0: 10, 10, 5; v1: -10, -10, -5;
+    # spot: 35, 16); early_gain at the last evaluation <= early_step
+    assert t["auc_gain"].iloc[[0, 1, 3]].tolist() == pytest.approx([25 / 3, -25 / 3, 25.5])
+    assert t["early_gain"].iloc[[0, 1, 3]].tolist() == [10.0, -10.0, 35.0]
+    assert math.isnan(z["auc_gain"]) and math.isnan(z["early_gain"])
+    late = gains.compute_gains(runs, baselines, curves, early_step=25)
+    assert late["early_gain"].iloc[[0, 1, 3]].tolist() == [5.0, -5.0, 16.0]
     assert t["seed"].dtype == np.int64
 
     no_curves = gains.compute_gains(runs, baselines)
     assert no_curves["steps_to_baseline"].isna().all() and no_curves["speedup"].isna().all()
+    assert no_curves["auc_gain"].isna().all() and not no_curves["reached_at_start"].any()
     assert no_curves["gain"].tolist() == [5.0, 10.0, -35.0, 3.0]
 
 
@@ -89,6 +99,9 @@ def test_aggregate_gains():
     assert van["gain_mean"] == 7.5 and van["gain_std"] == pytest.approx(math.sqrt(12.5))
     assert van["rer_mean"] == pytest.approx(0.225)
     assert van["speedup_mean"] == 2.0  # the seed that never reached the baseline has no speedup
+    assert van["speedup_median"] == 2.0 and van["n_reached_at_start"] == 0
+    spot = agg[agg["method"] == "spot_topk"].iloc[0]
+    assert spot["n_reached"] == 1 and spot["n_reached_at_start"] == 1 and math.isnan(spot["speedup_mean"])
     assert van["score_mean"] == 75.0 and van["baseline_score_mean"] == 67.5
     zs = agg[agg["method"] == "zeroshot"].iloc[0]
     assert zs["n_seeds"] == 1 and math.isnan(zs["gain_std"]) and zs["n_reached"] == 0
@@ -144,8 +157,10 @@ def test_correlation_table_exact():
         # n = 3: exact test over 3! orders, only the observed one is this extreme -> 2 / 6
         assert per_target["spearman_p"].tolist() == pytest.approx([1 / 3] * 8)
         pooled = rows[rows["target"] == "pooled"]
-        # n = 12: no random ordering of 1000 reaches |rho| = 1 -> 2 * 1 / 1001
-        assert pooled["pearson_p"].tolist() == pytest.approx([2 / 1001] * 2)
+        # n = 12 pairs over 4 targets; x is permuted only within targets: 3!^4 = 1296 orders, one of them
+        # perfect, so the exact p is 2 / 1296 and 1000 Monte-Carlo draws give (2 + 2 * hits) / 1001
+        assert (pooled["n_targets"] == 4).all()
+        assert all(2 / 1001 <= p <= 8 / 1001 for p in pooled["pearson_p"])
         assert pooled["spearman_ci_low"].tolist() == pytest.approx([sign] * 2)
     assert c["target"].tolist()[:5] == ["A", "B", "C", "D", "pooled"]
 
@@ -178,12 +193,12 @@ def test_retrieval_table_exact():
     assert (r["best_of_topk"], r["oracle"], r["regret"], r["ndcg"]) == (6.0, 6.0, 0.0, 1.0)
     assert r["random"] == pytest.approx(13 / 3)
     assert key.loc[("cos_avg", "vanilla", "A", 2), "random"] == pytest.approx((4 * 1 + 6 * 2) / 3)
-    # neg ranks B (gain 3) then D (4): relevance gain - 3 -> 0, 1; ideal 3, 1
+    # neg ranks B (gain 3) then D (4): relevance max(gain, 0) -> 3, 4; ideal 6, 4
     r = key.loc[("neg", "vanilla", "A", 1)]
-    assert (r["best_of_topk"], r["regret"], r["ndcg"]) == (3.0, 3.0, 0.0)
+    assert (r["best_of_topk"], r["regret"], r["ndcg"]) == (3.0, 3.0, 0.5)
     r = key.loc[("neg", "vanilla", "A", 2)]
     assert r["best_of_topk"] == 4.0 and r["regret"] == 2.0
-    assert r["ndcg"] == pytest.approx((1 / math.log2(3)) / (3 + 1 / math.log2(3)))
+    assert r["ndcg"] == pytest.approx((3 + 4 / math.log2(3)) / (6 + 4 / math.log2(3)))
     # zeroshot retrieval uses the gain (-10 v), so the most similar source is the worst one
     r = key.loc[("cos_avg", "zeroshot", "A", 1)]
     assert (r["best_of_topk"], r["oracle"], r["regret"]) == (pytest.approx(-5.0), pytest.approx(-2.0),
@@ -205,9 +220,17 @@ def test_summary_table_and_text():
     assert van["best_of_top1"] == pytest.approx(6.625) and van["regret_at_1"] == 0.0 and van["ndcg_at_1"] == 1.0
     assert van["regret_at_3"] == 0.0
     text = summary.summary_text(summ)
-    assert text.startswith("On b, cos_avg predicts vanilla gains best (Spearman ρ = 1.00 [95% CI 1.00, 1.00], "
-                           "n = 12), ahead of copy (ρ = 1.00) by 0.00; the difference is not significant "
-                           "(paired bootstrap p = 1.000")
+    assert van["n_targets"] == 4 and van["n_metrics"] == 3 and van["targets_positive"] == 4
+    # 200 within-target permutations, none as extreme: p = 2 / 201; Holm over 3 metrics triples it
+    assert van["spearman_p"] == pytest.approx(2 / 201) and van["spearman_p_holm"] == pytest.approx(6 / 201)
+    assert van["share_of_oracle_1"] == 1.0 and van["n_oracle_positive"] == 4 and van["n_targets_missing"] == 0
+    assert text.startswith("On b, cos_avg ranks first among 3 metrics for vanilla gains (within-target Spearman "
+                           "ρ = 1.00 [95% CI over targets 1.00, 1.00], 12 pairs on 4 targets; ρ > 0 on 4 of 4 "
+                           "targets); after Holm correction over the 3 metrics it is significant (p = 0.030). No "
+                           "metric beats another: the runner-up copy (ρ = 1.00) is within the noise")
+    zs = summ[summ["method"] == "zeroshot"].iloc[0]
+    assert zs["n_oracle_positive"] == 0 and math.isnan(zs["share_of_oracle_1"])
+    assert text.endswith("no target has a source that gains.")
     assert "zero-shot relative performance" in text
     assert "regret 0.0" in text
 
@@ -229,12 +252,18 @@ def test_summary_hand_made_frames():
     assert r["margin"] == pytest.approx(0.3)
     assert (r["diff_ci_low"], r["diff_ci_high"], r["diff_p"], r["significant"]) == (
         pytest.approx(0.1), pytest.approx(0.5), 0.004, True)
+    # no per-target rows and no n_targets column value: the count falls back to the per-target rows (0)
+    assert r["n_metrics"] == 2 and r["spearman_p_holm"] == pytest.approx(0.002)
     assert summary.summary_text(summ) == (
-        "On m, max predicts vanilla gains best (Spearman ρ = 0.60 [95% CI 0.40, 0.75], n = 40), ahead of cos_avg "
-        "(ρ = 0.30) by 0.30; the difference is significant (paired bootstrap p = 0.004, 95% CI 0.10 to 0.50).")
+        "On m, max ranks first among 2 metrics for vanilla gains (within-target Spearman ρ = 0.60 [95% CI over "
+        "targets 0.40, 0.75], 40 pairs on 0 targets; ρ > 0 on 0 of 0 targets); after Holm correction over the 2 "
+        "metrics it is significant (p = 0.002). It beats the runner-up cos_avg (ρ = 0.30; difference 95% CI "
+        "0.10 to 0.50).")
+    held_not = summary.summary_table(corr.assign(spearman_p=0.04), None, cmp)
+    assert "it is not significant (p = 0.080)" in summary.summary_text(held_not)
     alone = summary.summary_table(corr[corr["metric"] == "max"])
     assert alone.iloc[0]["runner_up"] is None
-    assert summary.summary_text(alone).endswith("it is the only metric with a defined correlation.")
+    assert summary.summary_text(alone).endswith("It is the only metric with a defined correlation.")
     assert summary.summary_text(summary.summary_table(corr)).endswith("no paired comparison was run.")
 
 

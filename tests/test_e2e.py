@@ -171,7 +171,12 @@ def test_summarize_prints_the_best_metric(two_runs, env_module):
     res = subprocess.run(["promptgrid", "summarize", "--config", str(out / "config.json")], env=env_module,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
-    assert "predicts" in res.stdout and "Spearman" in res.stdout
+    assert res.stdout.startswith("Outcome: gain (analysis.outcome).")
+    summary = pd.read_parquet(out / "tables/summary.parquet")
+    assert len(summary) > 0
+    for _, row in summary.iterrows():  # one paragraph per backbone and method, naming its best metric
+        assert f"On {row['backbone']}, {row['best_metric']} ranks first among {int(row['n_metrics'])} metrics" in res.stdout
+    assert "within-target Spearman" in res.stdout and ("not significant" in res.stdout or "significant" in res.stdout)
 
 
 def test_prompt_bank_exported_for_peft(two_runs):

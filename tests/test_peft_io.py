@@ -2,6 +2,7 @@
 import copy
 import json
 
+import peft  # a required dependency (pyproject): a missing install must fail, not skip
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,8 +11,6 @@ from tiny_models import tiny_backbone
 
 from promptgrid.models.peft_io import PROMPT_KEY, PeftAdapterError, PeftExportError, export_peft, import_peft
 from promptgrid.storage.files import PromptFileError
-
-peft = pytest.importorskip("peft")
 
 TEXTS = ["the room was lovely and clean", "terrible service, never again, not for any money"]
 LABELS = ["positive", "negative"]

@@ -20,12 +20,15 @@ def _tables() -> dict:
     retrieval = pd.DataFrame([dict(backbone="minilm", metric="cos_avg", method="vanilla", target="medicine_text",
                                    k=k, best_of_topk=3.14159 + k, oracle=6.0, random=0.5 * k, baseline=0.0,
                                    ndcg=0.8, regret=2.85841 - k) for k in (1, 3)])
-    summary = pd.DataFrame([dict(backbone="minilm", method="vanilla", best_metric="cos_avg", n=18,
-                                 spearman_rho=0.61234, spearman_ci_low=0.31234, spearman_ci_high=0.81234,
+    summary = pd.DataFrame([dict(backbone="minilm", method="vanilla", best_metric="cos_avg", n=18, n_targets=3,
+                                 n_metrics=2, spearman_p_holm=0.0246912, targets_positive=2, spearman_rho=0.61234, spearman_ci_low=0.31234, spearman_ci_high=0.81234,
                                  spearman_p=0.0123456, runner_up="max", runner_up_rho=-0.2, margin=0.81234,
                                  diff_ci_low=0.1, diff_ci_high=1.2, diff_p=0.004, significant=True,
                                  oracle=6.0, best_of_top1=4.14159, regret_at_1=1.85841, ndcg_at_1=0.8)])
-    return {"correlation": correlation, "retrieval": retrieval, "summary": summary}
+    findings = pd.DataFrame([dict(backbone="minilm", finding="same_vs_other_family", method="vanilla", value=4.56789,
+                                  ci_low=1.2, ci_high=7.9, p=np.nan, n=6, n_targets=3, positive_targets=3,
+                                  detail="same-family minus other-family sources")])
+    return {"correlation": correlation, "retrieval": retrieval, "summary": summary, "findings": findings}
 
 
 def test_report_tables_are_written_as_csv_and_self_contained_html(tmp_path):
@@ -51,7 +54,8 @@ def test_report_tables_are_written_as_csv_and_self_contained_html(tmp_path):
     # the summary page opens with the plain-English paragraph, above its table
     page = (tmp_path / layout.table("summary", "html")).read_text(encoding="utf-8")
     first = summary_text(tables["summary"]).splitlines()[0]
-    assert "cos_avg predicts vanilla gains best" in first
+    assert "cos_avg ranks first among 2 metrics for vanilla gains" in first
+    assert "<td>4.57</td>" in (tmp_path / layout.table("findings", "html")).read_text(encoding="utf-8")
     assert page.index(first[:60]) < page.index("<table")
     # writing again gives the same bytes (Snakemake reruns, reproducible results)
     before = {p.name: p.read_bytes() for p in (tmp_path / "tables").iterdir()}

@@ -371,7 +371,7 @@ def test_the_training_engine_runs_a_tagging_bank_with_panda_kd(kind):
     obj = TaggingObjective(bb, conll_cfg())
     data = obj.encode(read_conll(FIX / "conll2003.jsonl"))
     init = bank(bb, 2, scale=0.1)
-    runs = [RunSpec("a", 0, init[0]), RunSpec("b", 1, init[1], teacher=init[0] + 0.05, beta=0.5)]
+    runs = [RunSpec("a", 0, init[0]), RunSpec("b", 1, init[1], teacher=init[0] * 20, beta=5.0)]
     cfg = TrainingConfig(steps=4, batch_size=4, eval_every=2, eval_batch_size=8, lr=0.05, early_step=2, precision="fp32")
     results = train_runs(bb, obj, data, data, runs, cfg, kd=PandaConfig(), log=lambda m: None)
     assert [r.run_id for r in results] == ["a", "b"]
@@ -379,6 +379,11 @@ def test_the_training_engine_runs_a_tagging_bank_with_panda_kd(kind):
         assert [c["step"] for c in r.curve] == [0, 2, 4]
         assert all(0.0 <= c["dev_score"] <= 100.0 for c in r.curve)
         assert r.best_prompt.shape == (L, bb.embed_dim) and r.last_step == 4
+    # the same bank with b's teacher taken away: a is untouched, b trains differently, so the KD term acts
+    no_kd = [runs[0], RunSpec("b", 1, init[1])]
+    plain = train_runs(bb, obj, data, data, no_kd, cfg, kd=PandaConfig(), log=lambda m: None)
+    assert torch.equal(plain[0].early_prompt, results[0].early_prompt)
+    assert not torch.equal(plain[1].early_prompt, results[1].early_prompt)
 
 
 def test_make_objective_hands_tagging_tasks_to_tagging():

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from promptgrid.config import TaskConfig
+from promptgrid.config.study import default_cache_dir
 from promptgrid.data import DataError, bigbench
 from promptgrid.data.bigbench import bigbench_archive, bigbench_index, bigbench_records, extract_bigbench_task
 from promptgrid.data.prepare import load_split, normalise, prepare_task, split_hash, write_splits
@@ -23,7 +24,7 @@ from promptgrid.data.readers import read_local
 from promptgrid.storage.files import read_table_meta, write_table
 
 FIX = Path(__file__).parent / "fixtures" / "data"
-ARCHIVE = Path("/root/.cache/promptgrid/bigbench-1.0.0.tar.gz")
+ARCHIVE = default_cache_dir() / "bigbench-1.0.0.tar.gz"  # $PROMPTGRID_CACHE, where setup puts it
 LABELS = {"0": "negative", "1": "neutral", "2": "positive"}
 # reviews.jsonl ids under task name "reviews" with dev_fraction = test_fraction = 0.25, in hash order
 TRAIN = ["r09", "r03", "r05", "r19", "r08", "r17", "r11", "r13", "r07", "r23"]
@@ -368,10 +369,15 @@ def test_bigbench_archive_failed_download_leaves_nothing(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------- BIG-bench, the real archive
-needs_archive = pytest.mark.skipif(
-    not ARCHIVE.exists(),
-    reason=f"BIG-bench archive {ARCHIVE} is absent (fetch it with `python -m pip download --no-deps "
-           f"bigbench==1.0.0 -d {ARCHIVE.parent}`)")
+@pytest.fixture
+def archive_present():
+    """scripts/setup.sh puts the archive in the cache, so a missing one is a broken setup: fail, never skip."""
+    if not ARCHIVE.exists():
+        pytest.fail(f"BIG-bench archive {ARCHIVE} is absent: run scripts/setup.sh, or `python -m pip download "
+                    f"--no-deps bigbench==1.0.0 -d {ARCHIVE.parent}` (the cache is $PROMPTGRID_CACHE)")
+
+
+needs_archive = pytest.mark.usefixtures("archive_present")
 
 
 @pytest.fixture(scope="module")

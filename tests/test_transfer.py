@@ -18,7 +18,7 @@ class FakeStudy:
 
     def __init__(self, transfer=None, sims=None):
         self.cfg = SimpleNamespace(sources=SOURCES, seeds=SEEDS, transfer=transfer,
-                                   training=SimpleNamespace(eval_batch_size=4))
+                                   training=SimpleNamespace(eval_batch_size=4, batch_size=8))
         self.sims, self.precision, self.read = sims or {}, "fp32", []
 
     def source_prompts(self, backbone, exclude=()):
@@ -53,8 +53,10 @@ def test_vanilla_starts_each_run_from_its_source_prompt_with_that_seeds_data():
         assert torch.equal(run.init, torch.full((2, 3), 10.0 * (SOURCES.index(s) + 1) + seed))
 
 
-def test_panda_students_start_fresh_and_learn_from_vanillas_prompt_of_the_same_pair():
-    ctx = FakeStudy(SimpleNamespace(panda=PandaConfig(beta_scale=2.0)), sims={"a": 0.25, "b": -0.3})
+@pytest.mark.parametrize("weighting, factor", [("authors", 0.1 / 8), ("per_example", 1.0)])
+def test_panda_students_start_fresh_and_learn_from_vanillas_prompt_of_the_same_pair(weighting, factor):
+    ctx = FakeStudy(SimpleNamespace(panda=PandaConfig(beta_scale=2.0, kd_weighting=weighting)),
+                    sims={"a": 0.25, "b": -0.3})
     plan = panda.plan(ctx, "bb", "t")
     assert plan.kd is ctx.cfg.transfer.panda
     for run, (s, seed) in zip(plan.runs, plan.pairs):
@@ -63,6 +65,10 @@ def test_panda_students_start_fresh_and_learn_from_vanillas_prompt_of_the_same_p
         assert torch.equal(run.teacher, torch.full((2, 3), 100.0 * (SOURCES.index(s) + 1) + seed))
         assert ("vanilla", "t", s, seed) in ctx.read
     assert plan.extra["beta"] == [0.5, 0.5, 0.0, 0.0]  # 2 x 0.25; a negative similarity never anti-distils
+    # the authors' code adds 0.1 * beta * MSE(logits) / batch_size to the batch's loss; the engine weights
+    # each example's KD by the run's beta and averages over the batch, so the run's weight is that factor
+    assert [r.beta for r in plan.runs] == pytest.approx([0.5 * factor, 0.5 * factor, 0.0, 0.0])
+    assert plan.extra["kd_weight"] == [r.beta for r in plan.runs]
     assert ("similarity", "t", "panda_sim") in ctx.read
 
 
@@ -88,12 +94,23 @@ def test_spot_topk_weighted_average():
         spot_topk_init(prompts, sims, seed=5, cfg=SpotConfig(k=2))
 
 
-def test_spot_topk_plan_has_one_run_per_seed_named_after_k():
-    ctx = FakeStudy(SimpleNamespace(spot_topk=SpotConfig(k=1, metric="cos_avg")), sims={"a": 0.1, "b": 0.9})
+def test_spot_topk_ranks_sources_by_the_targets_early_prompt():
+    ctx = FakeStudy(SimpleNamespace(spot_topk=SpotConfig(k=1, metric="e_con")))
+    # the target's early prompt of each seed sits next to source a (seed 0) or source b (seed 1)
+    early = {0: torch.full((2, 3), 10.5), 1: torch.full((2, 3), 21.2)}
+
+    def task_prompt(backbone, task, seed, early_checkpoint=False):
+        assert task == "t" and early_checkpoint, "SPoT top-k must read the target's early prompt"
+        return early[seed]
+
+    ctx.task_prompt = lambda backbone, task, seed, early=False: task_prompt(backbone, task, seed, early)
+
     plan = spot_topk.plan(ctx, "bb", "t")
     assert plan.pairs == [("top1", 0), ("top1", 1)]
-    assert torch.equal(plan.runs[1].init, torch.full((2, 3), 21.0))  # source b, seed 1: the most similar
-    assert '"b"' in plan.extra["mixture"][0]
+    assert torch.equal(plan.runs[0].init, torch.full((2, 3), 10.0))  # source a of seed 0: nearest to early[0]
+    assert torch.equal(plan.runs[1].init, torch.full((2, 3), 21.0))  # source b of seed 1
+    assert '"a"' in plan.extra["mixture"][0] and '"b"' in plan.extra["mixture"][1]
+    assert not any(r[0] == "similarity" for r in ctx.read)  # a prompt-only metric needs no similarity part
 
 
 def test_zeroshot_scores_every_source_prompt_in_one_call():

@@ -20,7 +20,10 @@ rule correlate:
         transfer=R(layout.table("transfer")),
         similarity=R(layout.table("similarity")),
     output:
-        **{name: R(layout.table(name)) for name in ("correlation", "retrieval", "metric_comparison", "summary")},
+        **{
+            name: R(layout.table(name))
+            for name in ("correlation", "retrieval", "metric_comparison", "summary", "findings")
+        },
         **{f"{name}_csv": R(layout.table(name, "csv")) for name in layout.CSV_TABLES},
         **{
             f"{name}_html": report(

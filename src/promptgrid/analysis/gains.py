@@ -20,7 +20,9 @@ import pandas as pd
 from promptgrid.registry import METHODS
 
 TRANSFER_COLUMNS = ["backbone", "source", "target", "method", "seed", "score", "baseline_score", "gain", "rer",
-                    "relative_performance", "steps_to_baseline", "baseline_steps", "speedup"]
+                    "relative_performance", "steps_to_baseline", "reached_at_start", "baseline_steps", "speedup",
+                    "early_gain", "auc_gain"]
+
 
 
 _DEV_TOL = 1e-9  # dev scores equal up to float noise count as "reached"
@@ -61,7 +63,24 @@ def _curve_steps(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def compute_gains(runs: pd.DataFrame, baselines: pd.DataFrame, curves: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+def _curve_outcomes(runs: pd.DataFrame, curves: pd.DataFrame, early_step: int) -> pd.DataFrame:
+    """Per run, from the dev curves: early_gain = its dev score minus the baseline's (same target and seed) at
+    the last evaluation at or before ``early_step``; auc_gain = the mean of that difference over the
+    evaluation steps both curves have (the area between the learning curves, per step)."""
+    key = ["backbone", "source", "target", "method", "seed"]
+    curves = curves.dropna(subset=["dev_score"]).rename(columns={"task": "target"})
+    base = curves[curves["method"] == "baseline"][["backbone", "target", "seed", "step", "dev_score"]]
+    run = curves[curves["method"] != "baseline"].merge(base, on=["backbone", "target", "seed", "step"],
+                                                         suffixes=("", "_base"))
+    run["diff"] = run["dev_score"] - run["dev_score_base"]
+    auc = run.groupby(key, sort=False)["diff"].mean().rename("auc_gain")
+    early = run[run["step"] <= early_step].sort_values("step").groupby(key, sort=False)["diff"].last()
+    out = runs[key].merge(auc.reset_index(), on=key, how="left")
+    return out.merge(early.rename("early_gain").reset_index(), on=key, how="left")
+
+
+def compute_gains(runs: pd.DataFrame, baselines: pd.DataFrame, curves: Optional[pd.DataFrame] = None,
+                  early_step: int = 0) -> pd.DataFrame:
     """The transfer table (transfer.parquet columns, in that order), one row per run.
 
     runs: one row per transfer run, columns backbone, source, target, method, seed, score
@@ -74,9 +93,11 @@ def compute_gains(runs: pd.DataFrame, baselines: pd.DataFrame, curves: Optional[
     100); relative_performance = score / baseline_score (NaN if the baseline is 0);
     baseline_steps = first step at which the baseline run reached its own best dev score;
     steps_to_baseline = first step at which this run's dev score >= that best (NaN if never, if
-    the curve is missing, and always for zeroshot); speedup = baseline_steps / steps_to_baseline
-    (inf when the run starts at or above the baseline's best at step 0 and the baseline needed
-    steps; NaN when steps_to_baseline is NaN or both are 0).
+    the curve is missing, and always for zeroshot); reached_at_start = the run was already there at
+    step 0 (its initial prompt matched the baseline's best: no training needed, so no finite speed-up);
+    speedup = baseline_steps / steps_to_baseline for runs that reached it after step 0 (NaN otherwise);
+    early_gain and auc_gain are dev-score outcomes (:func:`_curve_outcomes`; NaN without curves and
+    for zeroshot).
     """
     _require(runs, ["backbone", "source", "target", "method", "seed", "score"], "runs")
     if "target" not in baselines.columns and "task" in baselines.columns:
@@ -104,16 +125,17 @@ def compute_gains(runs: pd.DataFrame, baselines: pd.DataFrame, curves: Optional[
         df["relative_performance"] = np.where(base_score == 0.0, np.nan, score / base_score)
 
     if curves is not None:
-        steps = _curve_steps(runs, curves)
-        df = df.merge(steps, on=key, how="left")
+        df = df.merge(_curve_steps(runs, curves), on=key, how="left")
+        df = df.merge(_curve_outcomes(runs, curves, early_step), on=key, how="left")
     else:
-        df["baseline_steps"] = np.nan
-        df["steps_to_baseline"] = np.nan
+        df[["baseline_steps", "steps_to_baseline", "early_gain", "auc_gain"]] = np.nan
     df.loc[df["method"] == "zeroshot", "steps_to_baseline"] = np.nan
+    steps = df["steps_to_baseline"].to_numpy(np.float64)
+    df["reached_at_start"] = steps == 0
     with np.errstate(divide="ignore", invalid="ignore"):
-        df["speedup"] = df["baseline_steps"].to_numpy(np.float64) / df["steps_to_baseline"].to_numpy(np.float64)
+        df["speedup"] = np.where(steps > 0, df["baseline_steps"].to_numpy(np.float64) / steps, np.nan)
     df["seed"] = df["seed"].astype(np.int64)
-    for col in ("score", "baseline_score", "steps_to_baseline", "baseline_steps"):
+    for col in ("score", "baseline_score", "steps_to_baseline", "baseline_steps", "early_gain", "auc_gain"):
         df[col] = df[col].astype(np.float64)
     return df[TRANSFER_COLUMNS].reset_index(drop=True)
 
@@ -122,17 +144,20 @@ def aggregate_gains(transfer: pd.DataFrame) -> pd.DataFrame:
     """Mean and sample std (ddof = 1; NaN with one seed) over seeds per (backbone, source, target, method).
 
     Columns: backbone, source, target, method, n_seeds, n_reached (seeds whose run reached the
-    baseline's best dev score), then <col>_mean, <col>_std for score, baseline_score, gain, rer,
-    relative_performance, speedup. speedup is averaged over the seeds where it is defined
-    (pandas skips NaN), so read it together with n_reached.
+    baseline's best dev score), n_reached_at_start (of those, the ones already there at step 0), then
+    <col>_mean, <col>_std for score, baseline_score, gain, rer, relative_performance, speedup, and
+    speedup_median. The speed-up columns cover the seeds that reached the baseline after step 0, so
+    read them with n_reached and n_reached_at_start.
     """
     _require(transfer, TRANSFER_COLUMNS, "transfer")
     key = ["backbone", "source", "target", "method"]
-    cols = ["score", "baseline_score", "gain", "rer", "relative_performance", "speedup"]
+    cols = ["score", "baseline_score", "gain", "rer", "relative_performance", "speedup", "early_gain", "auc_gain"]
     g = transfer.groupby(key, sort=False)
     out = g.size().rename("n_seeds").to_frame()
     out["n_reached"] = g["steps_to_baseline"].count()
+    out["n_reached_at_start"] = g["reached_at_start"].sum().astype(np.int64)
     for col in cols:
         out[f"{col}_mean"] = g[col].mean()
         out[f"{col}_std"] = g[col].std(ddof=1)
+    out["speedup_median"] = g["speedup"].median()
     return out.reset_index()

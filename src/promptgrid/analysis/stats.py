@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 from scipy import stats as sstats
@@ -150,92 +150,6 @@ def correlate(x, y, n_permutations: int = 1000, n_bootstrap: int = 1000, seed: i
     return out
 
 
-def _diff_summary(diffs: np.ndarray) -> dict:
-    diffs = diffs[np.isfinite(diffs)]
-    if diffs.size == 0:
-        return {}
-    low, high = _percentile_ci(diffs)
-    b = diffs.size
-    p_low = (np.count_nonzero(diffs <= 0) + 1) / (b + 1)
-    p_high = (np.count_nonzero(diffs >= 0) + 1) / (b + 1)
-    return {"ci_low": low, "ci_high": high, "p": float(min(1.0, 2.0 * min(p_low, p_high))),
-            "significant": bool(low > 0 or high < 0)}
-
-
-def _empty_comparison(kind: str, n: int) -> dict:
-    nan = float("nan")
-    return {"kind": kind, "n": n, "r1": nan, "r2": nan, "diff": nan, "ci_low": nan, "ci_high": nan, "p": nan,
-            "significant": False}
-
-
-def compare_correlations(x1, x2, y, n_bootstrap: int = 1000, seed: int = 0, kind: str = "spearman") -> dict:
-    """Is metric x1 a better predictor of y than metric x2? Paired bootstrap over the same items.
-
-    r1 = corr(x1, y), r2 = corr(x2, y) (``kind``: pearson | spearman | kendall); each resample
-    draws item indices once and recomputes both, so the dependence of r1 and r2 is kept.
-    Returns {kind, n, r1, r2, diff = r1 - r2, ci_low, ci_high (95% percentile), p, significant}:
-    p = min(1, 2 * min((#{d* <= 0} + 1) / (B + 1), (#{d* >= 0} + 1) / (B + 1))), the two-sided
-    share of bootstrap differences d* on the other side of 0; significant = CI excludes 0.
-    Items with a non-finite x1, x2 or y are dropped; n < 3 or constant input gives NaN.
-    """
-    if kind not in KINDS:
-        raise ValueError(f"unknown correlation kind {kind!r}; choose one of {list(KINDS)}")
-    x1, x2, y = _clean(x1, x2, y, names=("x1", "x2", "y"))
-    n = int(y.size)
-    out = _empty_comparison(kind, n)
-    if n < 3:
-        return out
-    rows = _ROW_FUNCS[kind]
-    r1, r2 = float(rows(x1[None], y[None])[0]), float(rows(x2[None], y[None])[0])
-    out.update(r1=r1, r2=r2, diff=r1 - r2)
-    if not np.isfinite(r1 - r2) or n_bootstrap <= 0:
-        return out
-    idx = np.random.default_rng(seed).integers(0, n, size=(n_bootstrap, n))
-    out.update(_diff_summary(rows(x1[idx], y[idx]) - rows(x2[idx], y[idx])))
-    return out
-
-
-def compare_many_correlations(xs: Mapping[str, Sequence[float]], y, n_bootstrap: int = 1000, seed: int = 0,
-                              kind: str = "spearman") -> list[dict]:
-    """:func:`compare_correlations` for every pair (a, b) of ``xs`` (a listed before b), each
-    result with metric_a, metric_b added. Same numbers as calling it pair by pair; when every
-    x is finite on the same items (the usual case), each metric's bootstrap is computed once."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown correlation kind {kind!r}; choose one of {list(KINDS)}")
-    names = list(xs)
-    arrays = {m: np.asarray(xs[m], dtype=np.float64).reshape(-1) for m in names}
-    y = np.asarray(y, dtype=np.float64).reshape(-1)
-    for m, a in arrays.items():
-        if a.size != y.size:
-            raise ValueError(f"metric {m!r} has {a.size} values but y has {y.size}")
-    masks = [np.isfinite(a) & np.isfinite(y) for a in arrays.values()]
-    shared = all(np.array_equal(masks[0], mk) for mk in masks[1:]) if masks else True
-    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
-    if not shared:
-        return [{"metric_a": a, "metric_b": b, **compare_correlations(arrays[a], arrays[b], y, n_bootstrap, seed, kind)}
-                for a, b in pairs]
-    keep = masks[0] if masks else np.isfinite(y)
-    yk = y[keep]
-    n = int(yk.size)
-    rows = _ROW_FUNCS[kind]
-    observed, boot = {}, {}
-    idx = np.random.default_rng(seed).integers(0, n, size=(n_bootstrap, n)) if n >= 3 and n_bootstrap > 0 else None
-    for m in names:
-        xk = arrays[m][keep]
-        observed[m] = float(rows(xk[None], yk[None])[0]) if n >= 3 else float("nan")
-        if idx is not None and np.isfinite(observed[m]):
-            boot[m] = rows(xk[idx], yk[idx])
-    results = []
-    for a, b in pairs:
-        out = _empty_comparison(kind, n)
-        if n >= 3:
-            out.update(r1=observed[a], r2=observed[b], diff=observed[a] - observed[b])
-            if a in boot and b in boot:
-                out.update(_diff_summary(boot[a] - boot[b]))
-        results.append({"metric_a": a, "metric_b": b, **out})
-    return results
-
-
 def expected_best_of_random_k(gains, k: int) -> float:
     """E[max gain of a uniformly random k-subset], exactly: sum_i g_(i) C(i-1, k-1) / C(n, k)
     with g_(1) <= ... <= g_(n) (the largest of the k picks is the i-th smallest with that chance)."""
@@ -254,9 +168,9 @@ def retrieval_at_k(metric_scores, gains, ks: Sequence[int]) -> list[dict]:
     gain of each source, finite. For every k (clipped to n_sources) a dict with:
       k, best_of_topk = max gain among the top-k sources, oracle = max gain,
       random = expected best-of-k of a uniformly random k-subset (exact, not sampled),
-      ndcg = DCG@k / IDCG@k with linear relevance rel = gain - min(gain) (so the worst source has
-        relevance 0 and the scale is score points; NaN when all gains are equal) and discount
-        1 / log2(rank + 1),
+      ndcg = DCG@k / IDCG@k with relevance rel = max(gain, 0) (a source that hurts the target is
+        irrelevant, never "less bad"; the scale is score points; NaN when no source has a positive
+        gain) and discount 1 / log2(rank + 1),
       regret = oracle - best_of_topk.
     """
     scores = np.asarray(metric_scores, dtype=np.float64).reshape(-1)
@@ -270,7 +184,7 @@ def retrieval_at_k(metric_scores, gains, ks: Sequence[int]) -> list[dict]:
     keyed = np.where(np.isnan(scores), -np.inf, scores)
     order = np.argsort(-keyed, kind="stable")  # stable: ties keep source order
     ranked_gains = gains[order]
-    relevance = gains - gains.min()
+    relevance = np.maximum(gains, 0.0)
     ranked_rel = relevance[order]
     ideal_rel = np.sort(relevance)[::-1]
     discounts = 1.0 / np.log2(np.arange(2, gains.size + 2))

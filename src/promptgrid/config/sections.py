@@ -19,6 +19,7 @@ OPTIMIZERS = ("adamw", "adafactor", "sgd")
 TASK_KINDS = ("classification", "regression", "span_qa", "ner")
 PRECISIONS = ("fp32", "bf16", "auto")
 ATTENTIONS = ("auto", "eager", "sdpa")
+OUTCOMES = ("gain", "early_gain", "auc_gain")
 #: the task metrics each task kind allows; the first is its default
 KIND_METRICS = {"classification": ("accuracy", "macro_f1"), "regression": ("pearson", "spearman"),
                 "span_qa": ("squad_f1", "squad_em"), "ner": ("ner_f1",)}
@@ -313,6 +314,18 @@ class AnalysisConfig:
     permutations: int = field(default=1000, metadata={"help": "permutations for p-values"})
     top_k: list = field(default_factory=lambda: [1, 3, 5])
     seed: int = 0
+    outcome: str = field(default="gain", metadata={
+        "help": "the transfer outcome methods and metrics are judged on (fix it before the final run): gain "
+                "(final test score minus the baseline's) | early_gain (dev score minus the baseline's at "
+                "early_step) | auc_gain (mean dev-score difference over the evaluations)"})
+    early_step: Optional[int] = field(default=None, metadata={
+        "help": "the step early_gain is read at (the last evaluation at or before it); default training.early_step"})
+
+    def __post_init__(self):
+        if self.outcome not in OUTCOMES:
+            raise ConfigError("outcome", f"must be one of {list(OUTCOMES)}, got {self.outcome!r}")
+        if self.early_step is not None and self.early_step < 0:
+            raise ConfigError("early_step", "must be >= 0")
 
 
 @dataclass

@@ -19,7 +19,8 @@ STAGES = {
     "transfer": (("prompt", "training", "seeds", "sources"), True, True),  # + the method's own section
     "prompt_similarity": (("seeds", "sources", "targets", "metrics.names"), False, True),
     "model_similarity": (("seeds", "sources", "targets", "training.precision"), False, True),  # + the metric's keys
-    "collect": (("seeds", "sources", "targets", "transfer.methods", "metrics.names"), False, False),
+    "collect": (("seeds", "sources", "targets", "transfer.methods", "metrics.names", "training.early_step",
+                 "analysis.early_step"), False, False),
     "correlate": (("analysis", "seeds", "sources", "targets", "transfer.methods", "metrics.names"), False, False),
     "cross_model": (("prompt", "training", "seeds", "cross_model"), False, False),  # + both backbones and tasks
 }

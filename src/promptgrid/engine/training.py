@@ -83,14 +83,18 @@ def make_optimizer(params, cfg: TrainingConfig):
         return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     from transformers.optimization import Adafactor
 
-    # SPoT's setting: constant lr, no relative step. Adafactor's update clipping uses the whole
-    # parameter's RMS, so runs sharing a bank are not fully independent under it.
+    # SPoT's setting: constant lr, no relative step. Adafactor's update clipping and factored moments use
+    # a parameter's whole RMS: each run is its own parameter (PromptBank), so runs stay independent.
     return Adafactor(params, lr=cfg.lr, weight_decay=cfg.weight_decay, relative_step=False,
                      scale_parameter=False, warmup_init=False)
 
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+#: 2: one optimiser parameter per run (a checkpoint of the single-parameter bank cannot be resumed)
+CHECKPOINT_FORMAT = 2
 
 
 @dataclass
@@ -166,11 +170,11 @@ def train_runs(backbone: Backbone, objective, train, dev, runs: list, cfg: Train
     state = BankState.start(bank.prompts)
     if checkpoint is not None and Path(checkpoint).exists():
         saved = load_torch_checkpoint(checkpoint)
-        if saved.get("key") != checkpoint_key or saved["bank"].shape != bank.prompts.shape:
+        if (saved.get("key") != checkpoint_key or saved.get("format") != CHECKPOINT_FORMAT
+                or saved["bank"].shape != bank.prompts.shape):
             log(f"[{label}] ignoring checkpoint {checkpoint}: it belongs to another configuration")
         else:
-            with torch.no_grad():
-                bank.prompts.copy_(saved["bank"])
+            bank.load(saved["bank"])
             optimizer.load_state_dict(saved["optimizer"])
             state = BankState(**saved["state"])
             log(f"[{label}] resumed from {checkpoint} at step {state.step}")
@@ -220,7 +224,8 @@ def train_runs(backbone: Backbone, objective, train, dev, runs: list, cfg: Train
         if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
             evaluate(state.step)
         if checkpoint is not None and state.step % cfg.checkpoint_every == 0 and state.step < cfg.steps:
-            save_torch_checkpoint(checkpoint, {"key": checkpoint_key, "bank": bank.prompts.detach().clone(),
+            save_torch_checkpoint(checkpoint, {"key": checkpoint_key, "format": CHECKPOINT_FORMAT,
+                                               "bank": bank.prompts.detach().clone(),
                                                "optimizer": optimizer.state_dict(),
                                                "state": dataclasses.asdict(state)})
     if state.step < cfg.early_step:  # stopped early for every run before the early step

@@ -43,7 +43,7 @@ def correlation_bars(correlation: pd.DataFrame, backbone: str, method: str, stat
     fig = style.new_figure(min(style.MAX_FIGURE_WIDTH_IN, max(4.5, 1.8 + 0.75 * len(order))), 4.0)
     ax = fig.add_subplot()
     sns.barplot(data=pooled, x="metric", y=value_col, order=order, color=sns.color_palette("colorblind")[0],
-                errorbar=None, ax=ax, label=f"pooled {symbol}")
+                errorbar=None, ax=ax, label=f"pooled within-target {symbol}")
     x = np.arange(len(order))
     y = pooled[value_col].to_numpy(float)
     lo = pooled[lo_col].to_numpy(float)
@@ -52,7 +52,7 @@ def correlation_bars(correlation: pd.DataFrame, backbone: str, method: str, stat
     if has_ci.any():
         err = np.vstack([np.clip(y - lo, 0, None), np.clip(hi - y, 0, None)])[:, has_ci]
         ax.errorbar(x[has_ci], y[has_ci], yerr=err, fmt="none", ecolor="black", elinewidth=1.2, capsize=4,
-                    label="95 % bootstrap CI")
+                    label="95 % CI (targets resampled)")
     per_target = df[df["target"] != "pooled"]
     per_target = per_target[per_target["metric"].isin(order)].dropna(subset=[value_col])
     if not per_target.empty:
@@ -81,13 +81,14 @@ def correlation_bars(correlation: pd.DataFrame, backbone: str, method: str, stat
 
 
 def _caption(cfg, method: str) -> str:
-    outcome = "relative performance" if method == "zeroshot" else "seed-mean gain"
+    outcome = "relative performance" if method == "zeroshot" else f"seed-mean {cfg.analysis.outcome}"
     return (f"How well each similarity metric predicts the outcome of **{method}** ({METHODS.require(method).summary}) "
-            "on backbone " + JINJA_BACKBONE + f": bars are the pooled Spearman rho (unitless, -1 to 1) over all "
-            f"(source, target) pairs without self-pairs against the {outcome}, sorted from the best metric. Error "
-            "bars are seeded bootstrap 95 % confidence intervals, grey points the per-target rho, and ``*`` marks a "
-            "permutation p < 0.05. A CI that crosses the zero line means the metric is not reliably better than "
-            "chance.")
+            "on backbone " + JINJA_BACKBONE + ": bars are the pooled within-target Spearman rho (unitless, -1 to 1: "
+            f"each target's sources ranked against each other, self-pairs left out) with the {outcome}, sorted from "
+            "the best metric. Error bars are 95 % confidence intervals from resampling whole targets, grey points the per-target rho, and ``*`` "
+            "marks a within-target permutation p < 0.05 (not corrected for the number of metrics: the summary table "
+            "gives the Holm-adjusted p). A CI that crosses the zero line means the metric is not reliably better "
+            "than chance.")
 
 
 FIGURES.add(FigureSpec(

@@ -17,15 +17,21 @@ class PandaConfig:
     beta: Optional[float] = field(default=None, metadata={"help": "fixed KD weight (ablation); None: from the metric"})
     beta_metric: str = field(default="panda_sim", metadata={"help": "similarity metric giving T(s, t) for beta"})
     beta_scale: float = field(default=1.0, metadata={"help": "beta = beta_scale * clip(T, 0, 1)"})
+    kd_weighting: str = field(default="authors", metadata={
+        "help": "authors: loss = task loss + 0.1 * beta * KD / batch_size, as WHU-ZQH/PANDA's trainer_base.py "
+                "weights it (KD = the MSE of the label logits averaged over the batch) | per_example: task loss "
+                "+ beta * KD (promptgrid's earlier weighting, 80-160x stronger at batch 8-16)"})
 
     SCHEMA = {"type": "object", "additionalProperties": False, "properties": {
         "kd_loss": {"enum": ["mse", "kl"]}, "kd_temperature": {"type": "number", "exclusiveMinimum": 0},
         "beta": {"type": ["number", "null"], "minimum": 0}, "beta_metric": {"$ref": "#/$defs/metric_name"},
-        "beta_scale": {"type": "number", "minimum": 0}}}
+        "beta_scale": {"type": "number", "minimum": 0}, "kd_weighting": {"enum": ["authors", "per_example"]}}}
 
     def __post_init__(self):
         if self.kd_loss not in ("mse", "kl"):
             raise ConfigError("kd_loss", f"unknown KD loss {self.kd_loss!r}; choose mse or kl")
+        if self.kd_weighting not in ("authors", "per_example"):
+            raise ConfigError("kd_weighting", f"must be authors or per_example, got {self.kd_weighting!r}")
         self.beta_metric = check_similarity(self.beta_metric, "beta_metric")
 
 
@@ -43,15 +49,22 @@ def panda_beta(similarity: Optional[float], cfg: PandaConfig) -> float:
     return float(cfg.beta_scale * min(max(similarity, 0.0), 1.0))
 
 
-def panda_runs(teachers: dict, fresh_inits: dict, similarities: dict, cfg: PandaConfig) -> list:
+def kd_weight(beta: float, cfg: PandaConfig, batch_size: int) -> float:
+    """The weight of the per-example KD loss in a run's loss (the engine averages per-example losses over
+    the batch): beta, or 0.1 * beta / batch_size under the authors' weighting."""
+    return beta * 0.1 / batch_size if cfg.kd_weighting == "authors" else beta
+
+
+def panda_runs(teachers: dict, fresh_inits: dict, similarities: dict, cfg: PandaConfig, batch_size: int) -> list:
     """Student = fresh prompt (the baseline's init for that seed); teacher = the vanilla-transfer prompt.
 
     teachers: {(source, seed): (L, d)}; fresh_inits: {seed: (L, d)}; similarities: {source: T(s, t)}.
+    Each run's ``beta`` is its KD weight (:func:`kd_weight` of the pair's beta).
     """
     from promptgrid.engine.training import RunSpec
 
     return [RunSpec(f"{src}/seed{seed}", seed, fresh_inits[seed].clone(), teacher=teacher.clone(),
-                    beta=panda_beta(similarities.get(src), cfg))
+                    beta=kd_weight(panda_beta(similarities.get(src), cfg), cfg, batch_size))
             for (src, seed), teacher in teachers.items()]
 
 
@@ -63,8 +76,9 @@ def plan(ctx, backbone: str, target: str) -> RunPlan:
                 for s in ctx.cfg.sources for seed in ctx.cfg.seeds}
     sims = ctx.similarities(backbone, target, cfg.beta_metric) if cfg.beta is None else {}
     inits = {seed: ctx.fresh_init(backbone, target, seed) for seed in ctx.cfg.seeds}
-    runs = panda_runs(teachers, inits, sims, cfg)
-    return RunPlan(runs, list(teachers), {"beta": [r.beta for r in runs]}, kd=cfg)
+    runs = panda_runs(teachers, inits, sims, cfg, ctx.cfg.training.batch_size)
+    betas = [panda_beta(sims.get(src), cfg) for src, _ in teachers]
+    return RunPlan(runs, list(teachers), {"beta": betas, "kd_weight": [r.beta for r in runs]}, kd=cfg)
 
 
 def _reads_similarity(cfg) -> list:
@@ -76,4 +90,5 @@ METHODS.add(MethodSpec(
     reads_similarity=_reads_similarity, reads_methods=("vanilla",),
     summary="a fresh target prompt distilled from the vanilla-transferred prompt, weighted by predicted "
             "transferability",
-    paper="PANDA (Zhong et al. 2022): KD from the vanilla-transfer teacher, beta from the PANDA metric"))
+    paper="PANDA (Zhong et al. 2022): KD from the vanilla-transfer teacher, weighted 0.1 * beta * MSE / batch as in "
+          "the authors' code, beta per pair from the PANDA metric"))

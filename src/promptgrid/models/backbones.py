@@ -150,12 +150,6 @@ class Backbone:
             return out.encoder_last_hidden_state
         return out.hidden_states[-1]
 
-    def special_token_embedding(self) -> torch.Tensor:
-        """The one special token (d,) that ON feeds after the prompt: [SEP]/EOS/[CLS]."""
-        tok = self.tokenizer
-        tid = next((t for t in (tok.sep_token_id, tok.eos_token_id, tok.cls_token_id, tok.bos_token_id) if t is not None), 0)
-        return self.embed_layer.weight[tid].detach()
-
 
 class EncoderBackbone(Backbone):
     kind = "encoder"

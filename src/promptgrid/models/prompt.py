@@ -1,9 +1,11 @@
 """Soft prompts: initialisation and the prompt bank.
 
-A :class:`PromptBank` holds K prompts as one parameter of shape (K, L, d). A batch carries a
+A :class:`PromptBank` holds K prompts, one (L, d) parameter per run. A batch carries a
 ``prompt_index`` (B,) saying which prompt each example uses, so K runs (seeds, sources, methods)
-train or evaluate in the same forward pass while staying independent: each run's loss only reaches
-its own row of the bank, and AdamW/SGD update elements independently.
+train or evaluate in the same forward pass while staying independent: each run's loss only reaches its
+own prompt, and because each prompt is its own parameter every optimiser treats the runs apart —
+including Adafactor, whose update clipping and factored second moments use a parameter's whole RMS (one
+(K, L, d) parameter would couple a 48-run transfer bank's updates to each other).
 """
 from __future__ import annotations
 
@@ -15,17 +17,28 @@ from promptgrid.config import PromptConfig
 
 
 class PromptBank(torch.nn.Module):
-    """K trainable prompts. ``prompts``: (K, L, d)."""
+    """K trainable prompts, one parameter each: ``runs[k]`` (L, d); ``prompts`` is their stack (K, L, d)."""
 
     def __init__(self, init: torch.Tensor):
         super().__init__()
         if init.dim() != 3:
             raise ValueError(f"a prompt bank is (K, L, d); got {tuple(init.shape)}")
-        self.prompts = torch.nn.Parameter(init.detach().clone().float())
+        self.runs = torch.nn.ParameterList([torch.nn.Parameter(p.detach().clone().float()) for p in init])
 
     @property
     def size(self) -> int:
-        return self.prompts.shape[0]
+        return len(self.runs)
+
+    @property
+    def prompts(self) -> torch.Tensor:
+        """(K, L, d), differentiable: gradients reach each run's own parameter."""
+        return torch.stack(list(self.runs))
+
+    def load(self, prompts: torch.Tensor) -> None:
+        """Overwrite the K prompts with ``prompts`` (K, L, d) (a resumed checkpoint)."""
+        with torch.no_grad():
+            for p, new in zip(self.runs, prompts):
+                p.copy_(new)
 
     def forward(self, prompt_index: torch.Tensor) -> torch.Tensor:
         """Gather the prompt of each example: prompt_index (B,) -> (B, L, d)."""

@@ -112,8 +112,8 @@ class Workflow:
         the target's own), and the similarity parts and other methods' runs its spec names."""
         spec = METHODS.require(method)
         inputs = self.task_data(target) + self.source_prompts(backbone)
-        if spec.trains:  # its runs are compared with the target's own prompt, trained first
-            inputs += self.task_prompts(backbone, target)
+        if spec.trains:  # its runs are compared with the target's own prompt (and SPoT reads its early one)
+            inputs += self.task_prompts(backbone, target) + self.task_prompts(backbone, target, early=True)
         inputs += [self.R(layout.similarity_part(backbone, m, target)) for m in spec.reads_similarity(self.cfg)]
         inputs += [self.R(layout.method_runs(backbone, m, target)) for m in spec.reads_methods]
         return list(dict.fromkeys(inputs))

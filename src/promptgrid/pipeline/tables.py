@@ -46,7 +46,8 @@ def collect(study: Study) -> None:
     runs = pd.concat([r for r in runs if len(r)], ignore_index=True)
     similarity = pd.concat([s for s in sims if len(s)], ignore_index=True) if any(len(s) for s in sims) \
         else pd.DataFrame(columns=SIMILARITY_COLUMNS)
-    transfer = compute_gains(runs, baselines, curves)
+    early = cfg.analysis.early_step if cfg.analysis.early_step is not None else cfg.training.early_step
+    transfer = compute_gains(runs, baselines, curves, early_step=early)
     meta = study.meta(study.stage_hash("collect"), seed=cfg.seeds, compute=merge_compute(parts))
     write_table(transfer, study.path(layout.table("transfer")), meta)
     write_table(similarity[SIMILARITY_COLUMNS], study.path(layout.table("similarity")), meta)
@@ -58,6 +59,7 @@ def collect(study: Study) -> None:
 
 def correlate(study: Study) -> None:
     from promptgrid.analysis.correlation import correlation_table, metric_comparison_table, retrieval_table
+    from promptgrid.analysis.findings import findings_table
     from promptgrid.analysis.summary import summary_table
 
     cfg = study.cfg
@@ -65,35 +67,49 @@ def correlate(study: Study) -> None:
     transfer = read_table(study.path(layout.table("transfer")))
     similarity = read_table(study.path(layout.table("similarity")))
     t0 = time.time()
-    correlation = correlation_table(similarity, transfer, a.permutations, a.bootstrap, a.seed)
-    comparison = metric_comparison_table(similarity, transfer, a.bootstrap, a.seed)
+    correlation = correlation_table(similarity, transfer, a.permutations, a.bootstrap, a.seed, outcome=a.outcome)
+    comparison = metric_comparison_table(similarity, transfer, a.bootstrap, a.seed, outcome=a.outcome)
     retrieval = retrieval_table(similarity, transfer, a.top_k)
     summary = summary_table(correlation, retrieval, comparison)
+    families = {name: t.family for name, t in cfg.tasks.items()}
+    findings = findings_table(transfer, summary, families, a.outcome, a.bootstrap, a.seed)
     # the statistics ran here, on the numbers the model jobs computed: their record travels on
     compute = read_table_meta(study.path(layout.table("transfer"))).get("compute") or {}
     meta = study.meta(study.stage_hash("correlate"), seed=a.seed, compute=compute)
     tables = {"correlation": correlation, "metric_comparison": comparison, "retrieval": retrieval,
-              "summary": summary}
+              "summary": summary, "findings": findings}
     for name, df in tables.items():
         write_table(df, study.path(layout.table(name)), meta)
     write_report_tables(study.root, tables)
     print(f"[correlate] {len(correlation)} correlations, {len(comparison)} comparisons, {len(retrieval)} retrieval "
           f"rows in {time.time() - t0:.1f}s", flush=True)
     print(summary_text_for(summary), flush=True)
+    print(findings_text(findings), flush=True)
+
+
+def findings_text(findings: pd.DataFrame) -> str:
+    from promptgrid.analysis.findings import findings_text as text
+
+    return text(findings)
 
 
 # ---------------------------------------------------------------- the report's tables
 #: title and one-line description of each table in layout.CSV_TABLES, at the top of its HTML page
 REPORT_TABLES = {
+    "findings": ("Findings",
+                 "The study's answers, each with a 95 % CI that treats the target as the unit; positive_targets of "
+                 "n_targets says on how many targets it holds; detail says what the value is."),
     "correlation": ("Correlation of each similarity metric with transfer",
                     "Pearson r, Spearman ρ and Kendall τ of each metric with the transfer outcome, per backbone, "
-                    "method and target (pooled: all targets), with permutation p-values and bootstrap 95 % CIs."),
+                    "method and target: per target over its sources (permutation p, bootstrap CI over sources); "
+                    "pooled, within targets (p from permuting sources within targets, CI from resampling targets)."),
     "retrieval": ("Source retrieval by each similarity metric",
                   "Gain (score points) of the best of the k top-ranked sources against the oracle and random "
                   "choice, with regret and nDCG@k, per backbone, metric, method, target and k."),
     "summary": ("Which similarity metric predicts transfer best",
-                "Per backbone and method: the best metric, its pooled Spearman ρ with 95 % CI, the runner-up "
-                "and the margin, and the retrieval quality of the best metric."),
+                "Per backbone and method: the best metric, its pooled within-target Spearman ρ with 95 % CI and "
+                "Holm-adjusted p, the runner-up and whether the best beats it, and the retrieval quality of the "
+                "best metric."),
 }
 _TABLE_CSS = ("body{font-family:sans-serif;font-size:14px;color:#222;margin:12px}"
               "h1{font-size:18px;margin:0 0 6px}p{max-width:60em;line-height:1.4}"
@@ -133,8 +149,11 @@ def summary_text_for(summary: pd.DataFrame) -> str:
 
 
 def summarize(study: Study) -> str:
-    """The summary paragraph, then how the study computed (precision, hardware, torch)."""
+    """The findings table, the summary paragraph, then how the study computed (precision, hardware, torch)."""
     from promptgrid.storage.provenance import compute_line
 
     path = study.path(layout.table("summary"))
-    return summary_text_for(read_table(path)) + "\n" + compute_line(read_table_meta(path).get("compute") or {})
+    findings = findings_text(read_table(study.path(layout.table("findings"))))
+    outcome = f"Outcome: {study.cfg.analysis.outcome} (analysis.outcome)."
+    return "\n\n".join([outcome, findings, summary_text_for(read_table(path)),
+                         compute_line(read_table_meta(path).get("compute") or {})])

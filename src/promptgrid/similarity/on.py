@@ -79,15 +79,49 @@ def _model_dtype_device(model: nn.Module):
     return torch.float32, torch.device("cpu")
 
 
+def _capture(ffn_owner: nn.Module, run, positions, post_activation: bool):
+    """Run ``run()`` once with hooks on every FFN of ``ffn_owner``; per layer, the first projection's output
+    (or, ``post_activation``, the output projection's input) averaged over ``positions`` of batch row 0:
+    float (n_layers, ffn_dim)."""
+    import torch
+
+    layers = _ffn_modules(ffn_owner)
+    captured: list = [None] * len(layers)
+    handles = []
+    for i, (_, first, second) in enumerate(layers):
+        if post_activation:
+            def pre_hook(module, args, i=i):
+                captured[i] = args[0][0, positions].detach().float().mean(0).cpu()
+            handles.append(second.register_forward_pre_hook(pre_hook))
+        else:
+            def hook(module, args, output, i=i):
+                captured[i] = output[0, positions].detach().float().mean(0).cpu()
+            handles.append(first.register_forward_hook(hook))
+    was_training = ffn_owner.training
+    ffn_owner.eval()
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for h in handles:
+            h.remove()
+        ffn_owner.train(was_training)
+    missing = [name for (name, _, _), c in zip(layers, captured) if c is None]
+    if missing:
+        raise ValueError(f"{type(ffn_owner).__name__}: FFN layers {missing[:3]}{'...' if len(missing) > 3 else ''} "
+                         f"did not run; for an encoder-decoder model pass model.get_encoder()")
+    return torch.stack(captured)
+
+
 def activation_mask(model: nn.Module, prompt_embeds: torch.Tensor, special_token_embed: torch.Tensor,
                     position: int = -1, post_activation: bool = False) -> torch.Tensor:
-    """Binary FFN activation pattern of one prompt (Su et al.'s ON), bool (n_layers, ffn_dim).
+    """Binary FFN activation pattern of one prompt, bool (n_layers, ffn_dim), read at one position.
 
     Input: inputs_embeds = [prompt_embeds (L, d); special_token_embed (d,)], shape (1, L + 1, d),
     attention mask all ones, no task data; the model is called as
     ``model(inputs_embeds=..., attention_mask=...)`` in eval mode (dropout off; the mode is
     restored afterwards). ``position`` indexes the L + 1 positions; default -1 is the special
-    token, the prediction position.
+    token. :func:`prompt_activation_mask` picks the input and the read site per backbone kind.
 
     What is binarised (a > 0), per layer, at ``position``:
       * ``post_activation=False`` (default): the output of the first FFN linear (see
@@ -97,8 +131,7 @@ def activation_mask(model: nn.Module, prompt_embeds: torch.Tensor, special_token
       * ``post_activation=True``: the input of the FFN's output projection, i.e. act(first)
         for a plain FFN and act(gate) * up for gated FFNs (Llama, T5 v1.1), where the two
         choices do differ.
-    For encoder-decoder models pass the encoder (``model.get_encoder()``). Cache the mask per
-    prompt (the caller saves it) so that pairs never recompute it.
+    For encoder-decoder models pass the encoder (``model.get_encoder()``).
     """
     import torch
 
@@ -112,36 +145,53 @@ def activation_mask(model: nn.Module, prompt_embeds: torch.Tensor, special_token
     length = prompt_embeds.shape[0] + 1
     if not -length <= position < length:
         raise ValueError(f"position {position} is outside the {length} input positions (prompt + special token)")
-    layers = _ffn_modules(model)
     dtype, device = _model_dtype_device(model)
     embeds = torch.cat([prompt_embeds, special_token_embed[None]], 0)[None].to(device=device, dtype=dtype)
-    attention_mask = torch.ones(1, length, dtype=torch.long, device=device)
+    mask = torch.ones(1, length, dtype=torch.long, device=device)
+    return _capture(model, lambda: model(inputs_embeds=embeds, attention_mask=mask), [position], post_activation) > 0
 
-    captured: list = [None] * len(layers)
-    handles = []
-    for i, (_, first, second) in enumerate(layers):
-        if post_activation:
-            def pre_hook(module, args, i=i):
-                captured[i] = args[0][0, position].detach().float().cpu()
-            handles.append(second.register_forward_pre_hook(pre_hook))
-        else:
-            def hook(module, args, output, i=i):
-                captured[i] = output[0, position].detach().float().cpu()
-            handles.append(first.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(inputs_embeds=embeds, attention_mask=attention_mask)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    missing = [name for (name, _, _), c in zip(layers, captured) if c is None]
-    if missing:
-        raise ValueError(f"{type(model).__name__}: FFN layers {missing[:3]}{'...' if len(missing) > 3 else ''} did not "
-                         f"run; for an encoder-decoder model pass model.get_encoder()")
-    return torch.stack(captured) > 0
+
+#: where ON reads each backbone kind, with no task data (the README's fidelity table)
+READ_SITES = {
+    "masked_lm": "[CLS] [MASK] prompt [SEP]; the FFNs at the [MASK], the position the masked-LM scorer reads",
+    "encoder": "prompt + the tokens of an empty input ([CLS] [SEP]); the FFNs averaged over every position, "
+               "as the mean-pooling scorer averages them",
+    "seq2seq": "encoder input prompt + EOS; the decoder's FFNs at its first position (the decoder start "
+               "token), where Su et al.'s T5 code reads",
+    "causal_lm": "prompt + EOS; the FFNs at the last position, where the next token is predicted",
+}
+
+
+def prompt_activation_mask(bb, prompt: torch.Tensor, post_activation: bool = False) -> torch.Tensor:
+    """ON's activation pattern of one prompt (L, d) on backbone ``bb`` (a promptgrid Backbone), bool
+    (n_layers, ffn_dim), read where that kind of backbone reads its prediction (:data:`READ_SITES`)."""
+    import torch
+
+    tok, device = bb.tokenizer, bb.device
+    embed = bb.embed_layer
+    prompt = prompt.to(device=device, dtype=embed.weight.dtype)
+
+    def tokens(*ids):
+        return embed(torch.tensor([i for i in ids if i is not None], device=device))
+
+    kind = bb.cfg.kind
+    if kind == "masked_lm":
+        cls = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
+        sep = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
+        embeds, positions, owner = torch.cat([tokens(cls, tok.mask_token_id), prompt, tokens(sep)]), [1], bb.model
+    elif kind == "encoder":
+        embeds = torch.cat([prompt, tokens(*bb.input_ids([""])[0])])
+        positions, owner = list(range(embeds.shape[0])), bb.model
+    else:
+        eos = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
+        embeds = torch.cat([prompt, tokens(eos)])
+        positions, owner = ([0], bb.model.get_decoder()) if kind == "seq2seq" else ([embeds.shape[0] - 1], bb.model)
+    mask = torch.ones(1, embeds.shape[0], dtype=torch.long, device=device)
+    kwargs = {"inputs_embeds": embeds[None], "attention_mask": mask}
+    if kind == "seq2seq":
+        start = bb.model.config.decoder_start_token_id
+        kwargs["decoder_input_ids"] = torch.tensor([[start if start is not None else 0]], device=device)
+    return _capture(owner, lambda: bb.model(**kwargs), positions, post_activation) > 0
 
 
 def on_overlap(mask_a: torch.Tensor, mask_b: torch.Tensor) -> float:
@@ -178,11 +228,6 @@ def on_windows(mask_a: torch.Tensor, mask_b: torch.Tensor, window: int = 3) -> l
     return [on_overlap(a[i:i + window], b[i:i + window]) for i in range(0, a.shape[0], window)]
 
 
-def _ffn_model(bb):
-    """The module whose FFNs ON reads: the encoder of an encoder-decoder model, else the whole model."""
-    return bb.model.get_encoder() if bb.cfg.kind == "seq2seq" else bb.model
-
-
 def compute(ctx, backbone: str, target=None) -> dict:
     """{(source, target, name): SeedPairStat} for ``on`` and every ``on_w<i>``, all (source, target) pairs,
     each averaged over all seed pairs."""
@@ -197,8 +242,7 @@ def compute(ctx, backbone: str, target=None) -> dict:
         def make():
             bb = ctx.backbone(backbone)
             with precision_scope(ctx.precision, bb.device):
-                return activation_mask(_ffn_model(bb), ctx.task_prompt(backbone, task, seed),
-                                       bb.special_token_embedding()).to(torch.uint8)
+                return prompt_activation_mask(bb, ctx.task_prompt(backbone, task, seed)).to(torch.uint8)
         return ctx.prompt_cache("on_mask", backbone, task, seed, make).bool()
 
     masks = {(t, seed): mask_of(t, seed) for t in cfg.trained_tasks for seed in cfg.seeds}
@@ -219,4 +263,4 @@ def compute(ctx, backbone: str, target=None) -> dict:
 SIMILARITIES.add(SimilaritySpec(
     name="on", scope="model", order=7, compute=compute, config_sections=("metrics.on_window",),
     summary="overlap of the FFN neurons the two prompts activate (all layers; on_w<i>: per layer window)",
-    paper="Su et al. 2022, ON (read at an appended [SEP]/EOS position; their code reads T5's decoder)"))
+    paper="Su et al. 2022, ON; read per backbone kind where its scorer reads (on.READ_SITES)"))

@@ -10,9 +10,10 @@ from __future__ import annotations
 from promptgrid.registry import FIGURES, SIMILARITIES
 
 SPLITS = ("train", "dev", "test")
-TABLES = ("transfer", "gains", "similarity", "curves", "correlation", "retrieval", "metric_comparison", "summary")
+TABLES = ("transfer", "gains", "similarity", "curves", "correlation", "retrieval", "metric_comparison", "summary",
+          "findings")
 #: tables the correlate job also writes as CSV (to download) and as an HTML page (shown in the HTML report)
-CSV_TABLES = ("correlation", "retrieval", "summary")
+CSV_TABLES = ("findings", "correlation", "retrieval", "summary")
 
 
 # ---------------------------------------------------------------- data and prompts
