@@ -52,3 +52,15 @@ def no_precision_knob_left_set():
     yield
     leaked = {k: v for k, v in lowered_knobs().items() if before.get(k) != v}
     assert not leaked, f"the test left torch's fp32 precision knobs lowered: {leaked}"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` need CUDA: on a machine without it they skip, saying so."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False here)")
+    for item in items:
+        if item.get_closest_marker("gpu"):  # not item.keywords: it holds folder names, and a checkout may be "gpu"
+            item.add_marker(skip)

@@ -11,6 +11,7 @@ after 5 s, then every 15, 25, ... s until some job finishes.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -23,6 +24,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "slurm-local.sh"
 CI_PROFILE = REPO / "profiles" / "slurm-ci"
+GPU_PROFILE = REPO / "profiles" / "slurm-gpu"
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 RUN_TIMEOUT_S = 300  # one Snakemake run; `timeout -k` kills it (and its lock) if the plugin hangs
 PARTITION = "debug"
@@ -243,11 +245,12 @@ def test_cancelled_job_is_retried(slurm_cluster, tmp_path):
     assert f"'{cancelled}'" in log and "CANCELLED" in log  # the plugin saw the cancel, then retried
 
 
-def run_tiny_study(workdir: Path, timeout_s: int = 900) -> tuple[str, Path]:
+def write_tiny_study(workdir: Path, study: str) -> tuple[Path, dict]:
     """The tiny real study (tests/studies/tiny.yaml, cut to one seed, zeroshot + vanilla and two prompt
-    metrics so it fits CI) through the local cluster; returns the log and the study's results folder."""
+    metrics so it fits CI) as workdir/study.yaml, its results under workdir/results; returns the file and
+    the config."""
     raw = yaml.safe_load((REPO / "tests/studies/tiny.yaml").read_text())
-    raw.update(study="tiny-slurm", seeds=[0], results_dir=str(workdir / "results"))
+    raw.update(study=study, seeds=[0], results_dir=str(workdir / "results"))
     # relative paths in a study are read from the working directory: the copy runs elsewhere
     raw["plugins"] = [str(REPO / p) for p in raw.get("plugins", [])]
     raw["transfer"] = {"methods": ["zeroshot", "vanilla"]}
@@ -255,9 +258,38 @@ def run_tiny_study(workdir: Path, timeout_s: int = 900) -> tuple[str, Path]:
     workdir.mkdir(parents=True, exist_ok=True)
     configfile = workdir / "study.yaml"
     configfile.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return configfile, raw
+
+
+def run_tiny_study(workdir: Path, timeout_s: int = 900) -> tuple[str, Path]:
+    """The tiny real study through the local cluster; returns the log and the study's results folder."""
+    configfile, raw = write_tiny_study(workdir, "tiny-slurm")
     log = run_snakemake(workdir, "--snakefile", str(REPO / "Snakefile"), "--configfile", str(configfile),
                         timeout_s=timeout_s)
     return log, workdir / "results" / raw["study"]
+
+
+def local_gpu_profile(folder: Path) -> Path:
+    """profiles/slurm-gpu with the local cluster's site values, as folder/config.yaml: partition debug for
+    CPU and GPU rules, no account, and the CI profile's fast status checks, job caps and small memory."""
+    profile = yaml.safe_load((GPU_PROFILE / "config.yaml").read_text())
+    ci = yaml.safe_load((CI_PROFILE / "config.yaml").read_text())
+    for key in ("jobs", "latency-wait", "slurm-init-seconds-before-status-checks", "slurm-keep-successful-logs",
+                "cores", "resources"):
+        profile[key] = ci[key]
+    profile.update({"retries": 0, "keep-going": False})
+    defaults = profile["default-resources"]
+    del defaults["slurm_account"]  # validated with sacctmgr, which needs slurmdbd
+    defaults.update(slurm_partition=f"'{PARTITION}'", mem_mb=ci["default-resources"]["mem_mb"])
+    for resources in profile["set-resources"].values():
+        if "slurm_partition" in resources:
+            resources["slurm_partition"] = f"'{PARTITION}'"
+        resources["mem_mb"] = 2000
+    text = yaml.safe_dump(profile, sort_keys=False)
+    assert "CHANGE_ME" not in text, "a SITE value of profiles/slurm-gpu has no local value here"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(text)
+    return folder
 
 
 def test_tiny_study_through_slurm(slurm_cluster, tmp_path):
@@ -279,3 +311,43 @@ def test_tiny_study_through_slurm(slurm_cluster, tmp_path):
     assert any(c.startswith("rule_train_prompt") for c in comments)
     assert any(c.startswith("group_figures") or "figures" in c for c in comments) or \
         list(slurm_logs.glob("group_figures*"))
+
+
+def test_model_job_on_a_gpu_partition_logs_its_device(slurm_cluster, tmp_path):
+    """One train_prompt job of the tiny study through profiles/slurm-gpu: SLURM gives it a (fake) GPU, and
+    the job logs the CUDA_VISIBLE_DEVICES it got and the device it resolved (the CPU: torch sees no CUDA)."""
+    if slurm_cluster["fake_gpus"] < 1:
+        pytest.skip("cluster started without fake GPUs")
+    profile = yaml.safe_load((GPU_PROFILE / "config.yaml").read_text())
+    assert profile["set-resources"]["train_prompt"]["gpu"] == 1
+    assert profile["set-resources"]["train_prompt"]["slurm_partition"] == "'CHANGE_ME_GPU'"
+    configfile, raw = write_tiny_study(tmp_path, "tiny-slurm-gpu")
+    out = tmp_path / "results" / raw["study"]
+    task = raw["sources"][0]
+    target = out / f"parts/minilm/train/{task}.runs.parquet"
+    common = ["--snakefile", str(REPO / "Snakefile"), "--configfile", str(configfile)]
+    # the task's data on this machine first (not a model job): only the training job goes through SLURM
+    # (targets before --configfile, which takes every argument after it)
+    data = [str(out / f"data/{task}/{split}.parquet") for split in ("train", "dev", "test")]
+    prep = subprocess.run([str(SNAKEMAKE), *data, "--cores", "1", *common], cwd=tmp_path, env=clean_env(),
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert prep.returncode == 0, prep.stdout[-3000:] + prep.stderr[-3000:]
+
+    run_snakemake(tmp_path, str(target), *common, profile=local_gpu_profile(tmp_path / "profile"))
+
+    job_logs = list((tmp_path / ".snakemake/slurm_logs/rule_train_prompt").rglob("*.log"))
+    assert len(job_logs) == 1, job_logs
+    jobid = job_logs[0].stem
+    # the job asked SLURM for one GPU (sbatch --gpus=1 from the profile's `gpu: 1`)
+    shown = subprocess.run(["scontrol", "-o", "show", "job", jobid], env=clean_env(), capture_output=True,
+                           text=True, check=True, timeout=30).stdout
+    assert "TresPerJob=gres:gpu:1" in shown and "Partition=debug" in shown, shown
+    # ... and the job logged the GPU SLURM gave it (one of the fake ones) and the device it chose
+    log = (out / f"logs/train/minilm/{task}.log").read_text()
+    given = re.search(r"^\[device\] CUDA_VISIBLE_DEVICES=(\S+); torch sees 0 CUDA device\(s\); device cpu "
+                      r"\(training.device=auto\)$", log, re.MULTILINE)
+    assert given, log[:3000]
+    assert given.group(1) in {str(i) for i in range(slurm_cluster["fake_gpus"])}, given.group(0)
+    assert (f"[device] CUDA_VISIBLE_DEVICES names GPU id(s) {given.group(1)} but torch sees no CUDA device"
+            in log), log[:3000]
+    assert target.is_file()

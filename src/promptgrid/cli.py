@@ -67,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("check", help="validate a study config and print its grid")
     sp.add_argument("config")
     sub.add_parser("fetch-bigbench", help="download the BIG-bench source archive into the cache, once")
+    sp = sub.add_parser("bundle", help="write one folder an offline node runs the study's model jobs from "
+                                       "(prepared splits, safetensors weights, tokenizer, config)")
+    sp.add_argument("--config", required=True, help="study config (YAML, or the resolved config.json)")
+    sp.add_argument("--out", required=True, help="the bundle folder to write (must not exist, or be empty)")
+    sp.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
+                    help="how the weights are stored: fp32 (bit-identical results) or bf16 (half the size, "
+                         "upcast on load)")
+    sp.add_argument("--prepare", action="store_true",
+                    help="prepare tasks whose splits are missing or out of date first, instead of refusing")
     for name, (_, _, args, many, help_text) in VERBS.items():
         sp = sub.add_parser(name, help=help_text)
         sp.add_argument("--config", required=True, help="study config (YAML, or the resolved config.json)")
@@ -129,6 +138,11 @@ def dispatch(args) -> int:
 
         path = bigbench_archive(default_cache_dir())
         print(f"BIG-bench archive: {path} ({path.stat().st_size / 1e6:.0f} MB)")
+        return 0
+    if args.verb == "bundle":
+        from promptgrid.pipeline.bundle import bundle
+
+        bundle(args.config, args.out, dtype=args.dtype, prepare=args.prepare)
         return 0
     from promptgrid.pipeline.plugins import load_config_with_plugins
 

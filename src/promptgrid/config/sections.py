@@ -7,6 +7,7 @@ the offending key path (``training.lr``, ``tasks.hotels.labels``), so a typo fai
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -27,7 +28,7 @@ KIND_METRICS = {"classification": ("accuracy", "macro_f1"), "regression": ("pear
 #: (``StudyConfig.section_hash``), so adding them left every existing result valid
 _HASH_NEUTRAL_TASK_KEYS = {"label_range": [0.0, 5.0], "tag_names": None, "max_new_tokens": 32, "peft_adapters": {}}
 #: speed choices that never change what is computed beyond float rounding: in no config hash
-_HASH_FREE_TRAINING_KEYS = ("attention",)
+_HASH_FREE_TRAINING_KEYS = ("attention", "device", "max_tokens")
 #: keys that were removed or split, with what to write instead (an old study fails at DAG build saying so)
 RETIRED_KEYS = {
     ("training", "fast_matmul"): "it was split in two: training.attention (auto | eager | sdpa, a speed choice) "
@@ -198,12 +199,22 @@ class TrainingConfig:
                 "resolved by each job on its node (promptgrid.models.precision)"})
     attention: str = field(default="auto", metadata={
         "help": "auto | eager | sdpa: the attention kernels, a speed choice (auto: eager on CPU, sdpa on GPU)"})
+    device: str = field(default="auto", metadata={
+        "help": "auto | cpu | cuda | cuda:N: where a job's model computes (auto: the GPU the job was given, else "
+                "the CPU); the environment variable PROMPTGRID_DEVICE overrides it per job"})
+    max_tokens: int = field(default=0, metadata={
+        "help": "tokens per forward pass of a bank (0: chosen from the device's free memory on a GPU, no limit on "
+                "a CPU); a bank is cut into chunks of runs/examples under it, and halved on out-of-memory"})
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise ConfigError("precision", f"must be one of {list(PRECISIONS)}, got {self.precision!r}")
         if self.attention not in ATTENTIONS:
             raise ConfigError("attention", f"must be one of {list(ATTENTIONS)}, got {self.attention!r}")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):
+            raise ConfigError("device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.max_tokens < 0:
+            raise ConfigError("max_tokens", "must be >= 0 (0: automatic)")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError("optimizer", f"unknown optimizer {self.optimizer!r}; choose one of {list(OPTIMIZERS)}")
         if self.lr <= 0:

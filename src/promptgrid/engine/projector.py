@@ -220,7 +220,7 @@ def train_task(projector: torch.nn.Module, backbone: Backbone, tasks: dict, prom
         prompt_b = projector(prompts_a[t][j])  # (L, d_b)
         with precision_scope(precision, backbone.device):
             logits = backbone.logits(prompt_b.unsqueeze(0).expand(len(idx), -1, -1), batch, task.head).float()
-        loss = F.cross_entropy(logits, task.data.labels[idx])
+        loss = F.cross_entropy(logits, task.data.labels[idx].to(logits.device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

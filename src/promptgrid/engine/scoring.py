@@ -2,6 +2,7 @@
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -66,23 +67,48 @@ def bank_chunks(lengths: list, K: int, batch_size: int):
         yield idx, torch.arange(K).repeat_interleave(len(idx))
 
 
-@torch.inference_mode()
 def predict_bank(backbone: Backbone, head: TaskHead, prompts: torch.Tensor, data: EncodedSplit,
                  batch_size: int = 64, precision: str = "fp32") -> torch.Tensor:
     """Logits of every prompt on every example: prompts (K, L, d) -> (K, N, C).
 
     Examples are sorted by length so each padded batch wastes little; every batch holds all K
     prompts for a chunk of examples, so a job evaluating many prompts loads and pads the data once.
+    Out of device memory, the batch is halved (and, below K rows, the bank split in two) and the
+    prediction rerun, down to one row per pass; the logits do not depend on how they were batched.
     """
+    try:
+        return _predict_bank(backbone, head, prompts, data, batch_size, precision)
+    except torch.OutOfMemoryError:
+        if batch_size <= 1 and prompts.shape[0] <= 1:
+            raise MemoryError("scoring: out of memory with a single row per forward pass") from None
+        smaller = max(1, batch_size // 2)
+        print(f"[memory] scoring: out of memory at {batch_size} rows per forward pass; retrying with at most "
+              f"{smaller}", file=sys.stderr, flush=True)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    K = prompts.shape[0]
+    if smaller >= K:
+        return predict_bank(backbone, head, prompts, data, smaller, precision)
+    half = (K + 1) // 2
+    return torch.cat([predict_bank(backbone, head, prompts[:half], data, smaller, precision),
+                      predict_bank(backbone, head, prompts[half:], data, smaller, precision)])
+
+
+@torch.inference_mode()
+def _predict_bank(backbone: Backbone, head: TaskHead, prompts: torch.Tensor, data: EncodedSplit,
+                  batch_size: int, precision: str) -> torch.Tensor:
     K, N = prompts.shape[0], len(data)
-    out = torch.empty(K, N, head.n_labels)
+    device = backbone.device
+    prompts = prompts.to(device)
+    # filled on the device and copied back once: no host sync per batch
+    out = torch.empty(K, N, head.n_labels, device=device)
     for idx, prompt_index in bank_chunks([len(ids) for ids in data.ids], K, batch_size):
         rows = [data.ids[i] for i in idx] * K
         batch = backbone.collate(rows)
-        with precision_scope(precision, backbone.device):
-            logits = backbone.logits(prompts[prompt_index], batch, head).float()
-        out[:, idx, :] = logits.view(K, len(idx), -1)
-    return out
+        with precision_scope(precision, device):
+            logits = backbone.logits(prompts[prompt_index.to(device)], batch, head).float()
+        out[:, torch.tensor(idx, device=device), :] = logits.view(K, len(idx), -1)
+    return out.cpu()
 
 
 def score_bank(backbone, head, prompts, data: EncodedSplit, metric: str, batch_size: int = 64,

@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from promptgrid.config import TrainingConfig
+from promptgrid.engine import memory
 from promptgrid.engine.scoring import batch_indices
-from promptgrid.models.backbones import Backbone
+from promptgrid.models.backbones import Backbone, to_device
 from promptgrid.models.precision import precision_scope
 from promptgrid.models.prompt import PromptBank
 from promptgrid.storage.files import load_torch_checkpoint, save_torch_checkpoint
@@ -117,8 +118,9 @@ class BankState:
     @classmethod
     def start(cls, prompts: torch.Tensor) -> BankState:
         K = prompts.shape[0]
-        return cls(step=0, best_dev=[-math.inf] * K, best_step=[0] * K, best_prompt=prompts.detach().clone(),
-                   early_prompt=prompts.detach().clone(), curves=[[] for _ in range(K)], bad_evals=[0] * K,
+        prompts = prompts.detach().cpu()  # the bookkeeping stays on the host, wherever the bank computes
+        return cls(step=0, best_dev=[-math.inf] * K, best_step=[0] * K, best_prompt=prompts.clone(),
+                   early_prompt=prompts.clone(), curves=[[] for _ in range(K)], bad_evals=[0] * K,
                    active=[True] * K, running=[0.0] * K, n_running=0)
 
     def active_runs(self) -> list:
@@ -153,19 +155,24 @@ def train_runs(backbone: Backbone, objective, train, dev, runs: list, cfg: Train
     distillation loss and the dev score; ``train`` and ``dev`` are splits it encoded. Each step
     gathers every active run's batch into one forward pass, row b using its run's prompt.
 
+    The bank, the teachers and the batches live on ``backbone.device``; the step loop never waits for
+    the device (losses add up there and are read at evaluations). Under ``cfg.max_tokens`` (or, on a GPU,
+    a budget from its free memory) a step is cut into chunks (:mod:`promptgrid.engine.memory`), and an
+    out-of-memory error halves the budget and reruns the step.
+
     Every ``cfg.checkpoint_every`` steps the full state is written atomically to ``checkpoint``; if
     that file exists (and ``checkpoint_key`` matches) training resumes from it.
     """
     if len(train) == 0 or len(dev) == 0:
         raise ValueError(f"{label}: empty train or dev split")
-    K = len(runs)
-    bank = PromptBank(torch.stack([r.init for r in runs]))
+    K, device = len(runs), backbone.device
+    bank = PromptBank(torch.stack([r.init for r in runs])).to(device)
     teachers = None
     if any(r.teacher is not None for r in runs):
         if kd is None:
             raise ValueError("teacher prompts given without a KD config")
-        teachers = torch.stack([r.teacher if r.teacher is not None else r.init for r in runs]).float()
-        betas = torch.tensor([r.beta for r in runs], dtype=torch.float32)
+        teachers = torch.stack([r.teacher if r.teacher is not None else r.init for r in runs]).float().to(device)
+        betas = torch.tensor([r.beta for r in runs], dtype=torch.float32, device=device)
     optimizer = make_optimizer(bank.parameters(), cfg)
     state = BankState.start(bank.prompts)
     if checkpoint is not None and Path(checkpoint).exists():
@@ -178,54 +185,84 @@ def train_runs(backbone: Backbone, objective, train, dev, runs: list, cfg: Train
             optimizer.load_state_dict(saved["optimizer"])
             state = BankState(**saved["state"])
             log(f"[{label}] resumed from {checkpoint} at step {state.step}")
+    # summed training loss of each run since the last evaluation, on the device (float64 as the host sums were)
+    running = torch.tensor(state.running, dtype=torch.float64, device=device)
+    budget = cfg.max_tokens or memory.auto_token_budget(backbone.model, device, cfg.precision)
     t_start, start_step = time.time(), state.step
+
+    def sync_running() -> None:
+        state.running = running.tolist()
 
     def evaluate(step: int) -> None:
         active = state.active_runs()
         if not active:
             return
+        sync_running()
         scores = objective.score(bank.prompts.detach()[active], dev, cfg.eval_batch_size, cfg.precision)
         mean_loss = [state.running[k] / max(state.n_running, 1) for k in active] if step else []
-        state.record(step, scores, bank.prompts.detach(), cfg.early_stop)
+        state.record(step, scores, bank.prompts.detach().cpu(), cfg.early_stop)
+        running.zero_()
         elapsed, done = time.time() - t_start, max(step - start_step, 1)
         log(f"[{label}] step {step}/{cfg.steps} loss {sum(mean_loss) / max(len(mean_loss), 1):.4f} "
             f"dev {sum(scores) / len(scores):.2f} best {max(state.best_dev[k] for k in active):.2f} "
             f"active {sum(state.active)}/{K} {elapsed / done:.2f}s/step ETA {elapsed / done * (cfg.steps - step):.0f}s")
 
+    def run_chunk(pieces: list, active: list, examples: list) -> torch.Tensor:
+        """Forward and backward of some runs' rows; returns each piece's loss contribution (n_pieces,)."""
+        rows = [examples[p.run][p.lo:p.hi] for p in pieces]
+        flat = [i for r in rows for i in r]
+        prompt_index = to_device(torch.tensor([active[p.run] for p, r in zip(pieces, rows) for _ in r]), device)
+        with precision_scope(cfg.precision, device):
+            per_example, outputs = objective.forward(bank(prompt_index), train, flat)
+        if teachers is not None:
+            with torch.no_grad(), precision_scope(cfg.precision, device):
+                _, teacher_outputs = objective.forward(teachers[prompt_index], train, flat)
+            per_example = per_example + betas[prompt_index] * objective.kd(outputs, teacher_outputs, kd)
+        if all(p.lo == 0 and p.hi == len(examples[p.run]) for p in pieces):
+            # mean within each run, summed over runs: each run's gradient is what it would get alone
+            loss = per_example.view(len(pieces), -1).mean(1)
+        else:  # slices of one run: their sums over the run's batch size add up to its mean
+            sizes = [len(r) for r in rows]
+            loss = torch.stack([part.sum() for part in per_example.split(sizes)]) / len(examples[pieces[0].run])
+        loss.sum().backward()
+        return loss.detach()
+
     if state.step == 0:
         evaluate(0)
         if cfg.early_step == 0:
-            state.early_prompt = bank.prompts.detach().clone()
+            state.early_prompt = bank.prompts.detach().cpu().clone()
     while state.step < cfg.steps and any(state.active):
         active = state.active_runs()
-        examples, prompt_index = [], []
-        for k in active:
-            idx = batch_indices(len(train), cfg.batch_size, runs[k].seed, state.step).tolist()
-            examples.extend(idx)
-            prompt_index.extend([k] * len(idx))
-        prompt_index = torch.tensor(prompt_index)
-        with precision_scope(cfg.precision, backbone.device):
-            per_example, outputs = objective.forward(bank(prompt_index), train, examples)
-        if teachers is not None:
-            with torch.no_grad(), precision_scope(cfg.precision, backbone.device):
-                _, teacher_outputs = objective.forward(teachers[prompt_index], train, examples)
-            per_example = per_example + betas[prompt_index] * objective.kd(outputs, teacher_outputs, kd)
-        # mean within each run, summed over runs: each run's gradient is what it would get alone
-        loss = per_example.view(len(active), -1).mean(1)
-        optimizer.zero_grad(set_to_none=True)
-        loss.sum().backward()
+        examples = [batch_indices(len(train), cfg.batch_size, runs[k].seed, state.step).tolist() for k in active]
+        longest = max((len(train.ids[i]) for ex in examples for i in ex), default=0) if hasattr(train, "ids") else 0
+        tokens_per_row = bank.runs[0].shape[0] + longest
+        while True:
+            chunks = memory.plan_chunks(len(active), cfg.batch_size, tokens_per_row, budget)
+            optimizer.zero_grad(set_to_none=True)
+            try:
+                step_loss = torch.zeros(len(active), dtype=torch.float64, device=device)
+                for pieces in chunks:  # a chunk is a contiguous range of runs, or a slice of one run
+                    first = pieces[0].run
+                    step_loss[first: first + len(pieces)] += run_chunk(pieces, active, examples).to(torch.float64)
+                break
+            except torch.OutOfMemoryError:
+                used = max(sum(p.hi - p.lo for p in c) for c in chunks) * tokens_per_row
+                budget = memory.halve(budget, used, label, log)
         optimizer.step()
-        for j, k in enumerate(active):
-            state.running[k] += loss[j].item()
+        if len(active) == K:
+            running += step_loss
+        else:
+            running.index_add_(0, to_device(torch.tensor(active), device), step_loss)
         state.n_running += 1
         state.step += 1
         if state.step == cfg.early_step:
-            state.early_prompt = bank.prompts.detach().clone()
+            state.early_prompt = bank.prompts.detach().cpu().clone()
         if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
             evaluate(state.step)
         if checkpoint is not None and state.step % cfg.checkpoint_every == 0 and state.step < cfg.steps:
+            sync_running()
             save_torch_checkpoint(checkpoint, {"key": checkpoint_key, "format": CHECKPOINT_FORMAT,
-                                               "bank": bank.prompts.detach().clone(),
+                                               "bank": bank.prompts.detach().cpu().clone(),
                                                "optimizer": optimizer.state_dict(),
                                                "state": dataclasses.asdict(state)})
     if state.step < cfg.early_step:  # stopped early for every run before the early step

@@ -49,6 +49,7 @@ class Batch:
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
+    ids: Optional[list] = None  # the rows' token ids on the host, so nothing reads them back from the device
 
 
 @dataclass
@@ -65,8 +66,20 @@ class TaskHead:
         return len(self.label_texts)
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on ``device``; to a GPU from pinned memory without blocking, so building the next batch
+    on the host never waits for the GPU (a pageable copy would wait for every kernel queued before it)."""
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 class Backbone:
-    """A frozen model with a scoring rule. Subclasses implement :meth:`logits`."""
+    """A frozen model with a scoring rule. Subclasses implement :meth:`logits`.
+
+    Device rule: everything a scoring path builds (batches, masks, label heads) is created on
+    :attr:`device`, where the model's weights are; prompts may come from anywhere and are moved there.
+    """
 
     kind = "base"
 
@@ -113,20 +126,20 @@ class Backbone:
         return [self.encode_text(t) for t in texts]
 
     def collate(self, id_lists) -> Batch:
-        """Right-pad to the longest sequence in the batch (dynamic padding)."""
+        """Right-pad to the longest sequence in the batch (dynamic padding), on :attr:`device`."""
         longest = max(len(ids) for ids in id_lists)
         input_ids = torch.full((len(id_lists), longest), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(id_lists), longest), dtype=torch.long)
         for i, ids in enumerate(id_lists):
             input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
             mask[i, : len(ids)] = 1
-        return Batch(input_ids, mask)
+        return Batch(to_device(input_ids, self.device), to_device(mask, self.device), [list(i) for i in id_lists])
 
     def prompted_inputs(self, prompts: torch.Tensor, batch: Batch):
         """inputs_embeds (B, L+T, d) and attention_mask (B, L+T) with the prompt before the tokens."""
         tok = self.embed_layer(batch.input_ids)
-        embeds = torch.cat([prompts.to(tok.dtype), tok], dim=1)
-        prompt_mask = torch.ones(prompts.shape[:2], dtype=batch.attention_mask.dtype)
+        embeds = torch.cat([prompts.to(device=tok.device, dtype=tok.dtype), tok], dim=1)
+        prompt_mask = torch.ones(prompts.shape[:2], dtype=batch.attention_mask.dtype, device=tok.device)
         return embeds, torch.cat([prompt_mask, batch.attention_mask], dim=1)
 
     # -- scoring
@@ -167,8 +180,11 @@ class EncoderBackbone(Backbone):
     def pooled(self, prompts, batch):
         """Mean-pooled last hidden state (B, h); uneven batches run packed (promptgrid.models.packing)."""
         embeds, mask = self.prompted_inputs(prompts, batch)
-        # only for models whose default position ids are 0..n-1 (BERT); RoBERTa-style offsets differ
-        if getattr(self.model.config, "model_type", None) in PACKABLE_MODEL_TYPES and packing.packing_saves(mask):
+        # only for models whose default position ids are 0..n-1 (BERT); RoBERTa-style offsets differ. Only on a
+        # CPU, which spends its time on pad tokens; a GPU barely notices them, and packing's 4D mask would rule
+        # out its fused attention kernels
+        if (self.device.type == "cpu" and getattr(self.model.config, "model_type", None) in PACKABLE_MODEL_TYPES
+                and packing.packing_saves(mask)):
             return packing.packed_mean_pool(self.model, embeds, mask)
         return mean_pool(self._hidden(embeds, mask), mask)
 
@@ -194,22 +210,26 @@ class CausalLMBackbone(Backbone):
     def logits(self, prompts, batch, head):
         B, L, _ = prompts.shape
         C = head.n_labels
-        lengths = batch.attention_mask.sum(1).tolist()
+        if batch.ids is None:
+            lengths = batch.attention_mask.sum(1).tolist()
+            host_ids = [batch.input_ids[b, : lengths[b]].tolist() for b in range(B)]
+        else:
+            host_ids = batch.ids
         rows, spans = [], []
         for b in range(B):
-            ctx = batch.input_ids[b, : lengths[b]].tolist()
+            ctx = list(host_ids[b])
             for c in range(C):
                 rows.append(ctx + head.label_token_ids[c])
                 spans.append((L + len(ctx), len(head.label_token_ids[c])))
         packed = self.collate(rows)
         embeds, mask = self.prompted_inputs(prompts.repeat_interleave(C, dim=0), packed)
         logp = F.log_softmax(self.model(inputs_embeds=embeds, attention_mask=mask).logits.float(), dim=-1)
-        scores = torch.empty(B * C, dtype=logp.dtype)
-        for r, (start, n) in enumerate(spans):
-            targets = packed.input_ids[r, start - L: start - L + n]
-            # token at position p is predicted by the logits at p - 1
-            scores[r] = logp[r, start - 1: start - 1 + n].gather(-1, targets.unsqueeze(-1)).sum()
-        return scores.view(B, C)
+        # token at position p is predicted by the logits at p - 1: one gather over every (row, label token)
+        rows_i = [r for r, (_, n) in enumerate(spans) for _ in range(n)]
+        pos_i = [start - 1 + j for start, n in spans for j in range(n)]
+        row_t, pos_t = (to_device(torch.tensor(v, dtype=torch.long), logp.device) for v in (rows_i, pos_i))
+        token_lp = logp[row_t, pos_t].gather(-1, packed.input_ids[row_t, pos_t - L + 1].unsqueeze(-1)).squeeze(-1)
+        return logp.new_zeros(B * C).index_add(0, row_t, token_lp).view(B, C)
 
 
 class Seq2SeqBackbone(Backbone):
@@ -259,15 +279,17 @@ class MaskedLMBackbone(Backbone):
         if len(set(words)) != len(words):
             raise BackboneError(f"backbone '{self.name}': labels {label_texts} share a first word piece; "
                                 f"masked-LM scoring needs distinct label words")
-        return TaskHead(list(label_texts), label_word_ids=torch.tensor(words))
+        return TaskHead(list(label_texts), label_word_ids=torch.tensor(words, device=self.device))
 
     def prompted_inputs(self, prompts, batch):
         tok = self.tokenizer
         cls_id = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
-        special = self.embed_layer(torch.tensor([cls_id, tok.mask_token_id])).to(prompts.dtype)
+        tokens = self.embed_layer(batch.input_ids)
+        prompts = prompts.to(tokens.device)
+        special = self.embed_layer(torch.tensor([cls_id, tok.mask_token_id], device=tokens.device)).to(prompts.dtype)
         B = prompts.shape[0]
-        embeds = torch.cat([special.unsqueeze(0).expand(B, -1, -1), prompts, self.embed_layer(batch.input_ids)], 1)
-        pre = torch.ones((B, 2 + prompts.shape[1]), dtype=batch.attention_mask.dtype)
+        embeds = torch.cat([special.unsqueeze(0).expand(B, -1, -1), prompts, tokens], 1)
+        pre = torch.ones((B, 2 + prompts.shape[1]), dtype=batch.attention_mask.dtype, device=tokens.device)
         return embeds, torch.cat([pre, batch.attention_mask], dim=1)
 
     def logits(self, prompts, batch, head):

@@ -82,11 +82,12 @@ def greedy_token_ids(backbone: Backbone, prompts: torch.Tensor, texts: Sequence[
         return [[] for _ in texts]
     model = backbone.model
     stop_ids = stop_token_ids(backbone)
-    stops = torch.tensor(stop_ids)
+    device = backbone.device
+    stops = torch.tensor(stop_ids, device=device)
     batch = backbone.collate(backbone.input_ids(texts))
     B = len(texts)
     out_ids = [[] for _ in range(B)]
-    done = torch.zeros(B, dtype=torch.bool)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
     with torch.inference_mode():
         embeds, mask = backbone.prompted_inputs(prompts, batch)
         if backbone.kind == "causal_lm":
@@ -96,24 +97,26 @@ def greedy_token_ids(backbone: Backbone, prompts: torch.Tensor, texts: Sequence[
             lengths = mask.sum(1)
             keep, inverse = torch.unique(lengths - 1, sorted=True, return_inverse=True)
             out = _causal_logits_at(model, embeds, mask, keep, use_cache=True)
-            logits = out.logits[torch.arange(B), inverse]
+            logits = out.logits[torch.arange(B, device=device), inverse]
             position = lengths.clone()
         else:
             enc = model.get_encoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
-            cur = torch.full((B, 1), _decoder_start_id(backbone), dtype=torch.long)
+            cur = torch.full((B, 1), _decoder_start_id(backbone), dtype=torch.long, device=device)
             out = model(encoder_outputs=(enc,), attention_mask=mask, decoder_input_ids=cur, use_cache=True)
             logits = out.logits[:, -1]
         for step in range(max_new_tokens):
             nxt = logits.float().argmax(-1)
+            # one host copy per generated token (decoding needs it), not one per row
+            nxt_host, stop_host = nxt.tolist(), torch.isin(nxt, stops).tolist()
             for b in (~done).nonzero().flatten().tolist():
-                if not bool(torch.isin(nxt[b], stops)):
-                    out_ids[b].append(int(nxt[b]))
+                if not stop_host[b]:
+                    out_ids[b].append(nxt_host[b])
             done |= torch.isin(nxt, stops)
             if bool(done.all()) or step == max_new_tokens - 1:
                 break
             nxt = nxt.masked_fill(done, stop_ids[0]).unsqueeze(1)  # finished rows idle on EOS
             if backbone.kind == "causal_lm":
-                mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype)], dim=1)
+                mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=device)], dim=1)
                 out = model(inputs_embeds=backbone.embed_layer(nxt), attention_mask=mask,
                             position_ids=position.unsqueeze(1), past_key_values=out.past_key_values, use_cache=True)
                 position = position + 1
@@ -162,6 +165,7 @@ def teacher_forced(backbone: Backbone, prompts: torch.Tensor, texts, targets, ma
     eos = stop_token_ids(backbone)[0]
     tgt = [_target_ids(backbone, t, max_target_length, eos) for t in targets]
     T = max(len(t) for t in tgt)
+    device = backbone.device
     mask = torch.zeros(B, T)
     for b, t in enumerate(tgt):
         mask[b, :len(t)] = 1.0
@@ -176,17 +180,17 @@ def teacher_forced(backbone: Backbone, prompts: torch.Tensor, texts, targets, ma
             cols += range(len(t))
             pos += range(start - 1, start - 1 + len(t))  # token at position p is predicted at p - 1
             gold += t
-        pos = torch.tensor(pos)
+        pos = torch.tensor(pos, device=device)
         keep, inverse = torch.unique(pos, sorted=True, return_inverse=True)
         logits = _causal_logits_at(model, embeds, attn, keep).logits
-        rows_t = torch.tensor(rows)
+        rows_t = torch.tensor(rows, device=device)
         token_logits = logits[rows_t, inverse].float()
-        nll = F.cross_entropy(token_logits, torch.tensor(gold), reduction="none")
-        per_example = torch.zeros(B, dtype=nll.dtype).index_add(0, rows_t, nll)
-        loss = per_example / torch.tensor([len(t) for t in tgt], dtype=nll.dtype)
+        nll = F.cross_entropy(token_logits, torch.tensor(gold, device=device), reduction="none")
+        per_example = torch.zeros(B, dtype=nll.dtype, device=device).index_add(0, rows_t, nll)
+        loss = per_example / torch.tensor([len(t) for t in tgt], dtype=nll.dtype, device=device)
         out = token_logits.new_zeros(B, T, token_logits.shape[-1])
-        out = out.index_put((rows_t, torch.tensor(cols)), token_logits)
-        return loss, out, mask
+        out = out.index_put((rows_t, torch.tensor(cols, device=device)), token_logits)
+        return loss, out, mask.to(device)
     batch = backbone.collate(backbone.input_ids(texts))
     embeds, attn = backbone.prompted_inputs(prompts, batch)
     labels = backbone.collate(tgt)

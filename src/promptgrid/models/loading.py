@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -123,25 +124,30 @@ def _cache_gguf_conversion(model, tokenizer, folder: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def wrap_model(name: str, cfg: BackboneConfig, model, tokenizer, revision: str = "in-memory") -> Backbone:
-    """Build a backbone around an already-loaded model (tests build tiny ones from configs)."""
+def wrap_model(name: str, cfg: BackboneConfig, model, tokenizer, revision: str = "in-memory",
+               device: Optional[str] = None) -> Backbone:
+    """Build a backbone around an already-loaded model (tests build tiny ones from configs); ``device``
+    moves the model there first (None: where it is)."""
     use_ieee_fp32()
+    if device is not None:
+        model = model.to(device)
     model.eval()
     model.requires_grad_(False)
     return BACKBONE_CLASSES[cfg.kind](name, cfg, model, tokenizer, revision)
 
 
 @functools.lru_cache(maxsize=4)
-def _load_cached(name: str, cfg_key: str, cache_dir: str, attention: str):
+def _load_cached(name: str, cfg_key: str, cache_dir: str, attention: str, device: str):
     import json
 
     cfg = BackboneConfig(**json.loads(cfg_key))
     model, tokenizer, revision = _load_hf(name, cfg, Path(cache_dir), attention)
-    return BACKBONE_CLASSES[cfg.kind](name, cfg, model, tokenizer, revision)
+    return BACKBONE_CLASSES[cfg.kind](name, cfg, model.to(device), tokenizer, revision)
 
 
-def load_backbone(name: str, cfg: BackboneConfig, cache_dir: Path, attention: str = "eager") -> Backbone:
-    """Load (once per process) the frozen backbone ``name``, with ``attention`` eager or sdpa.
+def load_backbone(name: str, cfg: BackboneConfig, cache_dir: Path, attention: str = "eager",
+                  device: str = "cpu") -> Backbone:
+    """Load (once per process) the frozen backbone ``name`` onto ``device``, with ``attention`` eager or sdpa.
 
     Every call also sets torch's fp32 GEMM knobs to IEEE (:mod:`promptgrid.models.precision`): whatever ran
     before in the process, a model loaded here computes fp32 as fp32 until a bf16 scope says otherwise.
@@ -151,4 +157,4 @@ def load_backbone(name: str, cfg: BackboneConfig, cache_dir: Path, attention: st
 
     use_ieee_fp32()
     key = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
-    return _load_cached(name, key, str(cache_dir), attention)
+    return _load_cached(name, key, str(cache_dir), attention, str(device))

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from promptgrid.config import TaskConfig
 from promptgrid.engine import scoring, training
 from promptgrid.engine.training import KDSettings
-from promptgrid.models.backbones import Backbone, TaskHead
+from promptgrid.models.backbones import Backbone, TaskHead, to_device
 
 
 # ====================================================================== classification
@@ -35,7 +35,7 @@ class ClassificationObjective:
     def forward(self, prompts: torch.Tensor, split, idx):
         batch = self.backbone.collate([split.ids[i] for i in idx])
         logits = self.backbone.logits(prompts, batch, self.head).float()
-        return F.cross_entropy(logits, split.labels[idx], reduction="none"), logits
+        return F.cross_entropy(logits, to_device(split.labels[idx], logits.device), reduction="none"), logits
 
     def kd(self, student_out, teacher_out, panda_cfg: KDSettings) -> torch.Tensor:
         return training.kd_loss(student_out, teacher_out, panda_cfg)

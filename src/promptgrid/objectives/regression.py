@@ -16,7 +16,7 @@ from promptgrid import pearson as correlation
 from promptgrid.config import TaskConfig
 from promptgrid.engine import scoring
 from promptgrid.engine.training import KDSettings
-from promptgrid.models.backbones import Backbone, TaskHead
+from promptgrid.models.backbones import Backbone, TaskHead, to_device
 from promptgrid.objectives import ObjectiveError
 
 
@@ -77,7 +77,7 @@ class RegressionObjective:
         batch = self.backbone.collate([split.ids[i] for i in idx])
         logits = self.backbone.logits(prompts, batch, self.head).float()
         z = logits[:, 1] - logits[:, 0]
-        target = ((split.labels[idx] - self.low) / (self.high - self.low)).clamp(0.0, 1.0)
+        target = ((to_device(split.labels[idx], z.device) - self.low) / (self.high - self.low)).clamp(0.0, 1.0)
         return (torch.sigmoid(z) - target) ** 2, z
 
     def kd(self, student_out, teacher_out, panda_cfg: KDSettings) -> torch.Tensor:

@@ -72,7 +72,7 @@ from promptgrid.data.formats import (
     linearize_entities,
 )
 from promptgrid.engine import scoring, training
-from promptgrid.models.backbones import Backbone, BackboneError
+from promptgrid.models.backbones import Backbone, BackboneError, to_device
 from promptgrid.models.precision import precision_scope
 from promptgrid.objectives import TAGGING_BACKBONES
 from promptgrid.objectives.tag_split import (
@@ -136,8 +136,8 @@ class TaggingObjective:
             for c, ids in enumerate(label_ids):
                 for i in ids:
                     avg[c, unique.index(i)] += 1.0 / len(ids)
-            self.label_token_ids, self._label_avg = label_ids, avg
-            self._unique_ids = torch.tensor(unique, dtype=torch.long)
+            self.label_token_ids, self._label_avg = label_ids, avg.to(backbone.device)
+            self._unique_ids = torch.tensor(unique, dtype=torch.long, device=backbone.device)
         else:
             self.label_embeddings = backbone.task_head(self.label_texts).label_embeddings  # (C, h), unit norm
         # masked LMs: backbone.input_ids drops the leading [CLS] (prompted_inputs puts it before the prompt)
@@ -276,8 +276,8 @@ class TaggingObjective:
             pos[b, :n] = torch.tensor(split.word_pos[i], dtype=torch.long)
             mask[b, :n] = True
         states = self._states(embeds, attn)
-        picked = states[torch.arange(B, device=states.device).unsqueeze(1), (pos + offset).to(states.device)]
-        return self._tag_scores(picked), mask
+        picked = states[torch.arange(B, device=states.device).unsqueeze(1), to_device(pos + offset, states.device)]
+        return self._tag_scores(picked), to_device(mask, states.device)
 
     def forward(self, prompts: torch.Tensor, split: TagSplit, idx):
         """(loss (B,), (logits (B, W, C), mask (B, W))): per-example mean over tagged words of the
@@ -287,7 +287,7 @@ class TaggingObjective:
         gold = torch.zeros(mask.shape, dtype=torch.long)
         for b, i in enumerate(idx):
             gold[b, : len(split.tags[i])] = torch.tensor(split.tags[i], dtype=torch.long)
-        nll = F.cross_entropy(logits.transpose(1, 2), gold.to(logits.device), reduction="none")  # (B, W)
+        nll = F.cross_entropy(logits.transpose(1, 2), to_device(gold, logits.device), reduction="none")  # (B, W)
         m = mask.to(nll.device, nll.dtype)
         return (nll * m).sum(1) / m.sum(1).clamp(min=1), (logits, mask)
 

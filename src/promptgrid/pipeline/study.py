@@ -63,13 +63,19 @@ class Study:
     # -- how this job computes, resolved on the node that runs it (promptgrid.models.precision)
     @functools.cached_property
     def compute(self):
+        from promptgrid.models.devices import resolve_device, set_deterministic
         from promptgrid.models.precision import Compute
         from promptgrid.storage.hardware import cpu_info, cpu_label
 
         t = self.cfg.training
-        compute = Compute.resolve(t.precision, t.attention, "cpu")
+        device = resolve_device(t.device, lock_dir=self.path(layout.gpu_locks()))
+        if device != "cpu":
+            set_deterministic(device)
+        compute = Compute.resolve(t.precision, t.attention, device)
+        gpu = compute.record()["gpu"]
         print(f"[compute] precision {compute.precision} (configured {compute.precision_configured}), attention "
-              f"{compute.attention}, device {compute.device}; CPU {cpu_label(cpu_info())}", flush=True)
+              f"{compute.attention}, device {compute.device}{f' ({gpu})' if gpu else ''}; CPU {cpu_label(cpu_info())}",
+              flush=True)
         return compute
 
     @property
@@ -101,7 +107,7 @@ class Study:
             torch.manual_seed(0)
             t0 = time.time()
             self._backbones[name] = load_backbone(name, self.cfg.backbones[name], self.cfg.cache_path,
-                                                  attention=self.compute.attention)
+                                                  attention=self.compute.attention, device=self.compute.device)
             print(f"[load] backbone {name} in {time.time() - t0:.1f}s", flush=True)
         return self._backbones[name]
 

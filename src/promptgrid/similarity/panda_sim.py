@@ -55,7 +55,7 @@ def task_vectors(bb, prompts: torch.Tensor, data, batch_size: int, precision: st
                 pooled = bb.pooled(prompts[index], bb.collate(ids * K)).float().view(K, len(ids), -1)
             for k in range(K):
                 pooled_all[k].append(pooled[k])
-        return torch.stack([panda_task_vector(torch.cat(p)) for p in pooled_all])
+        return torch.stack([panda_task_vector(torch.cat(p)) for p in pooled_all]).cpu()
 
 
 def compute(ctx, backbone: str, target: str) -> dict:

@@ -161,3 +161,9 @@ def cross_job_outputs(cfg, projector: str, objective: str) -> list:
              projector_file(cfg, projector, objective)]
             + [projected_prompt(cfg, projector, objective, m, t, s) for m in CROSS_MODES
                for t in cfg.cross_model.held_out for s in cfg.seeds])
+
+
+# ---------------------------------------------------------------- devices
+def gpu_locks() -> str:
+    """The folder of the workstation GPU picker's lock files, one per GPU (:mod:`promptgrid.models.devices`)."""
+    return ".gpu-locks"
