@@ -122,6 +122,10 @@ def test_precision_feeds_the_hash_and_attention_does_not(repo):
     h = base.section_hash("training")
     assert changed(precision="fp32").section_hash("training") != h
     assert changed(attention="sdpa").section_hash("training") == h
+    # where and in what chunks a job computes is not what it computes: moving a study to a GPU keeps its outputs
+    assert changed(device="cuda:1").section_hash("training") == h
+    assert changed(max_tokens=4096).section_hash("training") == h
+    assert changed(lr=0.01).section_hash("training") != h  # the hash does react to what is computed
 
 
 def test_a_checkpoint_never_resumes_under_another_resolved_precision(monkeypatch, tmp_path, repo):
