@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from promptgrid.models.backbones import Backbone, TaskHead
+from promptgrid.models.backbones import Backbone, TaskHead, to_device
 from promptgrid.models.precision import precision_scope
 
 
@@ -106,8 +106,9 @@ def _predict_bank(backbone: Backbone, head: TaskHead, prompts: torch.Tensor, dat
         rows = [data.ids[i] for i in idx] * K
         batch = backbone.collate(rows)
         with precision_scope(precision, device):
-            logits = backbone.logits(prompts[prompt_index.to(device)], batch, head).float()
-        out[:, torch.tensor(idx, device=device), :] = logits.view(K, len(idx), -1)
+            logits = backbone.logits(prompts[to_device(prompt_index, device)], batch, head).float()
+        # indices built on the host go over without blocking (a pageable copy would wait for the GPU's queue)
+        out[:, to_device(torch.tensor(idx), device), :] = logits.view(K, len(idx), -1)
     return out.cpu()
 
 
