@@ -23,24 +23,30 @@ from promptgrid.engine import scoring, training
 from promptgrid.objectives.classification import ClassificationObjective
 
 CACHE = default_cache_dir()
-ARCHIVE = CACHE / "bigbench-1.0.0.tar.gz"
 BENCH_DEV = 100  # dev examples for the accuracy columns (the study uses 50; more costs minutes under load)
 
 
 # ---------------------------------------------------------------- study pieces
 @functools.cache
 def study(path: str = "config.yaml"):
+    from promptgrid.pipeline.plugins import load_builtins
+
+    load_builtins()  # the config names registered data sources
     return load_config(ROOT / path)
 
 
 @functools.cache
 def splits(task: str, max_dev: int = BENCH_DEV) -> dict:
-    """{'train','dev','test'} DataFrames of a default-study task, extracted from the BIG-bench archive."""
-    from promptgrid.data.bigbench import extract_bigbench_task
+    """{'train','dev','test'} DataFrames of a default-study task; its source's pinned file is fetched into the
+    cache first if it is not there (as the workflow's fetch job does)."""
+    from promptgrid.data.fetch import fetch_artifact
     from promptgrid.data.prepare import prepare_task
+    from promptgrid.registry import SOURCES
 
     tc = study().tasks[task]
-    extract_bigbench_task(ARCHIVE, tc.path, CACHE)
+    spec = SOURCES.require(tc.source)
+    if spec.artifact is not None:
+        fetch_artifact(spec.artifact, CACHE, spec.name)
     return prepare_task(dataclasses.replace(tc, max_dev=max_dev), task, CACHE)
 
 

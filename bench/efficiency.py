@@ -6,7 +6,7 @@ token, N = the encoder's matmul weights (no embeddings). Attention adds, per lay
 The GEMM rates are torch.mm at MiniLM's FFN shape over 1024 tokens (1024 x 384 x 1536): IEEE fp32 (what
 a ``training.precision: fp32`` step runs, and the efficiency baseline), fp32 tensors with oneDNN's bf16
 setting (part of ``bf16``), and bf16 tensors; all alternated in the same run with the steps.
-Steps are measured with training.train_runs on medicine_text (max_length 32, L = 16), for the bank
+Steps are measured with training.train_runs on amazon (max_length 32, L = 16), for the bank
 sizes the default study runs: K = 1 (8 rows), K = 2 (a train job: 2 seeds), K = 12 (a transfer job).
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 import common as C
 import torch
 
-TASK = "medicine_text"
+TASK = "amazon"
 GEMM = (1024, 384, 1536)  # tokens x hidden x FFN width
 
 

@@ -23,7 +23,7 @@ fp32 on the device, SDPA attention, no pooler) and bank size K = 1, 8, 32, 64:
   the per-run set-up are left out, as the bank's are. One difference, in PEFT's favour: its token ids sit on the device from the
   start, where the bank collates each step's batch on the host. The table's last two columns check that both
   did the same work: each run's mean training loss and the cosine of its prompt update, bank against PEFT.
-* Every row is 128 real BIG-bench tokens (``bench/gpu_data.py``), so both sides compute the same shapes.
+* Every row is 128 tokens of real registry-source text (``bench/gpu_data.py``), so both sides compute the same shapes.
 * **TFLOP/s** of a banked step: forward 2·N per token through the N matmul weights of the encoder layers,
   backward to the inputs only (frozen weights: no weight gradients) another 2·N, attention 4·T²·h per row and
   layer forward and twice that backward; LayerNorm, GELU, softmax and the optimiser are not counted. It is set

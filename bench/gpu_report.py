@@ -59,7 +59,7 @@ HEADER = ("| model | K | bank ex/s | PEFT ex/s (K runs in turn) | bank / PEFT | 
 def table(result: dict) -> str:
     s = result["setup"]
     lines = [device_line(result["machine"]),
-             f"Setup: {s['mode']}; {s['precision']}; prompt length {s['prompt_length']}, {s['tokens']} BIG-bench tokens "
+             f"Setup: {s['mode']}; {s['precision']}; prompt length {s['prompt_length']}, {s['tokens']} real-text tokens "
              f"per row, batch {s['batch']} per run, {s['steps']} steps per run (step 0 not timed), SDPA; bank: median of "
              f"{s['repeats']}; "
              f"{result['seconds']:.0f} s in all.", "", HEADER, "|" + "---|" * HEADER.count(" | ") + "---|"]

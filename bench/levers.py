@@ -1,6 +1,6 @@
 """Levers: each speed choice of the engine, switched off one at a time, with the dev score beside it.
 
-Task medicine_sentence (variable lengths: median 24 tokens, 29% cut at 32), MiniLM, the default
+Task nyt (VADER's NYT editorial snippets, of variable length under max_length 32), MiniLM, the default
 study's training section, dev 100 examples. Training rows: training.train_runs for ``steps`` steps,
 evaluation time subtracted, seed = repeat; the dev column is the mean over those seeds after the
 last step. Evaluation rows: training.predict_bank of 4 prompts on the dev split.
@@ -16,7 +16,7 @@ import time
 import common as C
 import torch
 
-TASK = "medicine_sentence"
+TASK = "nyt"
 
 
 def pad_to_max(bb):

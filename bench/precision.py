@@ -86,7 +86,7 @@ def _paired_accuracy(bb, tasks: list, cfg, seeds: list) -> dict:
 def run(quick: bool) -> dict:
     from promptgrid.models.precision import resolve_precision
 
-    tasks = ["medicine_text", "medicine_sentence", "intent"] if quick else list(C.study().tasks)
+    tasks = ["amazon", "nyt", "trec"] if quick else list(C.study().tasks)
     steps, repeats = (6, 2) if quick else (10, 3)
     bb = C.backbone()
     auto = resolve_precision("auto")

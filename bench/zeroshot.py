@@ -1,7 +1,7 @@
 """Zero-shot evaluation: every source prompt on a target in one process, against one process per pair.
 
 Prompts: the default study's 6 sources x 2 seeds (results/default/prompts, random vocabulary prompts
-where a file is missing), scored on medicine_text's test split. Both sides run bench/zeroshot_worker.py
+where a file is missing), scored on amazon's test split. Both sides run bench/zeroshot_worker.py
 in a fresh Python process (import promptgrid, load MiniLM, score): once with all 12 prompts in one
 training.predict_bank pass (what the zeroshot job does), or 12 times with one prompt each. The worker
 also reports how long its scoring took, which the scaling estimate uses.
@@ -18,7 +18,7 @@ from pathlib import Path
 import common as C
 import torch
 
-TARGET = "medicine_text"
+TARGET = "amazon"
 WORKER = Path(__file__).with_name("zeroshot_worker.py")
 
 

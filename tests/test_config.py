@@ -26,7 +26,7 @@ def test_default_config_loads(raw):
     (lambda r: r["training"].update(lrr=0.1), "training.lrr"),
     (lambda r: r["training"].update(lr="fast"), "training.lr"),
     (lambda r: r["training"].update(steps=True), "training.steps"),
-    (lambda r: r["tasks"]["fever"].update(colour="red"), "tasks.fever.colour"),
+    (lambda r: r["tasks"]["debates"].update(colour="red"), "tasks.debates.colour"),
     (lambda r: r["backbones"]["minilm"].update(kind="rnn"), "backbones.minilm.kind"),
     (lambda r: r["sources"].append("nope"), "sources[6]"),
     (lambda r: r["transfer"].update(methods=["zeroshot", "magic"]), "transfer.methods[1]"),
@@ -56,7 +56,7 @@ def test_section_hash_tracks_only_its_sections(raw):
     changed = copy.deepcopy(raw)
     changed["analysis"]["bootstrap"] = 50
     b = StudyConfig.from_dict(changed)
-    assert a.section_hash("training", task="fever") == b.section_hash("training", task="fever")
+    assert a.section_hash("training", task="debates") == b.section_hash("training", task="debates")
     assert a.section_hash("analysis") != b.section_hash("analysis")
 
 

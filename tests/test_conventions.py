@@ -189,8 +189,14 @@ def module_dry_run(repo, env, tmp_path, *args):
 
 @pytest.mark.slow
 def test_module_schedules_prefixed_rules(repo, venv_env, tmp_path):
+    from test_workflow import expected_counts
+
+    from promptgrid.pipeline.plugins import load_config_with_plugins
+
     counts = job_counts(module_dry_run(repo, venv_env, tmp_path))
-    assert counts["total"] == 35, counts
+    expected = expected_counts(load_config_with_plugins(repo / "config.yaml"))
+    assert counts["total"] == sum(expected.values()) == 39, counts  # 35 jobs + 4 fetch jobs (one per source)
+    assert counts["promptgrid_fetch_source"] == 4
     jobs = set(counts) - {"total"}
     assert {"promptgrid_train_backbone", "promptgrid_transfer", "promptgrid_collect", "promptgrid_all"} <= jobs
     assert all(j.startswith("promptgrid_") for j in jobs), sorted(jobs)

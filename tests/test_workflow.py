@@ -7,7 +7,7 @@ import yaml
 
 from promptgrid.config import StudyConfig
 from promptgrid.pipeline.plugins import load_config_with_plugins
-from promptgrid.registry import FIGURES, METHODS, SIMILARITIES
+from promptgrid.registry import FIGURES, METHODS, SIMILARITIES, SOURCES
 
 
 def snakemake(repo, env, *args, timeout=300):
@@ -37,6 +37,9 @@ def expected_counts(cfg: StudyConfig) -> dict:
     # jobs.per_backbone: one train / evaluate / per-target-similarity job per backbone instead of per task
     grouped = cfg.jobs.per_backbone
     counts = {"prepare_task": len(cfg.trained_tasks)}
+    fetched = {cfg.tasks[t].source for t in cfg.trained_tasks if SOURCES[cfg.tasks[t].source].artifact is not None}
+    if fetched:  # one fetch job per data source with a pinned file
+        counts["fetch_source"] = len(fetched)
     if grouped:
         counts["train_backbone"] = B
     else:
@@ -98,7 +101,7 @@ def test_lint_passes(repo, venv_env):
 
 @pytest.mark.parametrize("override, key", [
     ("training={'lrr': 0.1}", "training.lrr"),
-    ("sources=['hotels_text','no_such_task']", "sources[1]"),
+    ("sources=['movie','no_such_task']", "sources[1]"),
     ("bogus_key=1", "bogus_key"),
 ])
 def test_bad_config_fails_at_dag_build_naming_the_key(repo, venv_env, tmp_path, override, key):

@@ -14,6 +14,8 @@ from typing import Optional
 
 #: verb -> (module, function, the arguments it takes, those that take several values, help)
 VERBS = {
+    "fetch": ("fetch", "fetch", ("source",), ("source",),
+              "put data sources' pinned files into the machine's cache, once, checked against their sha256"),
     "prepare": ("prepare", "prepare", ("task",), (), "normalise and split one task"),
     "train": ("train", "train", ("backbone", "task"), ("task",), "train a task's own prompt for every seed"),
     "transfer": ("transfer", "transfer", ("backbone", "target", "method"), ("target",),
@@ -47,7 +49,7 @@ VERB_MODULES = {
     "prompt-similarity": ("torch", "promptgrid.similarity.prompt_math"),
     "collect": _TABLE_MODULES, "correlate": _TABLE_MODULES, "summarize": _TABLE_MODULES,
     "figure": ("promptgrid.figures.style",), "cross-model-figure": ("promptgrid.figures.style",),
-    "cross-model-table": (), "check": (), "fetch-bigbench": ("promptgrid.data.bigbench",),
+    "cross-model-table": (), "check": (), "sources": (), "fetch": ("promptgrid.data.fetch",),
 }
 
 
@@ -66,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", required=True)
     sp = sub.add_parser("check", help="validate a study config and print its grid")
     sp.add_argument("config")
-    sub.add_parser("fetch-bigbench", help="download the BIG-bench source archive into the cache, once")
+    sub.add_parser("sources", help="list the registered data sources, their pinned packages and their tasks")
     sp = sub.add_parser("bundle", help="write one folder an offline node runs the study's model jobs from "
                                        "(prepared splits, safetensors weights, tokenizer, config)")
     sp.add_argument("--config", required=True, help="study config (YAML, or the resolved config.json)")
@@ -132,12 +134,12 @@ def _each(names: list, verb: str):
 
 
 def dispatch(args) -> int:
-    if args.verb == "fetch-bigbench":
-        from promptgrid.config import default_cache_dir
-        from promptgrid.data.bigbench import bigbench_archive
+    if args.verb == "sources":
+        from promptgrid.data.catalog import sources_markdown
+        from promptgrid.pipeline.plugins import load_builtins
 
-        path = bigbench_archive(default_cache_dir())
-        print(f"BIG-bench archive: {path} ({path.stat().st_size / 1e6:.0f} MB)")
+        load_builtins()
+        print(sources_markdown())
         return 0
     if args.verb == "bundle":
         from promptgrid.pipeline.bundle import bundle

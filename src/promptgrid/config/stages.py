@@ -14,6 +14,7 @@ from promptgrid.registry import METHODS, SIMILARITIES
 
 #: stage -> (config sections it reads, whether its hash includes the task's config, the backbone's config)
 STAGES = {
+    "fetch": ((), False, False),  # what it fetches is pinned in the source's own file, not in the config
     "prepare": ((), True, False),
     "train": (("prompt", "training", "seeds"), True, True),
     "transfer": (("prompt", "training", "seeds", "sources"), True, True),  # + the method's own section

@@ -28,7 +28,7 @@ from promptgrid.config.sections import (
     TrainingConfig,
     TransferConfig,
 )
-from promptgrid.registry import METHODS, SIMILARITIES
+from promptgrid.registry import METHODS, SIMILARITIES, SOURCES
 
 
 @dataclass
@@ -78,6 +78,7 @@ class StudyConfig:
                 # a target's own prompt is the baseline every gain is measured against: it must be trained
                 raise ConfigError(f"tasks.{name}.peft_adapters", f"task {name!r} is a target; imported prompts "
                                                                  f"can only serve as sources")
+        self._refuse_overlaps()
         if self.cross_model is not None:
             for key in ("source_backbone", "target_backbone"):
                 if getattr(self.cross_model, key) not in self.backbones:
@@ -86,6 +87,29 @@ class StudyConfig:
             for i, t in enumerate(self.cross_model.held_out):
                 if t not in self.trained_tasks:
                     raise ConfigError(f"cross_model.held_out[{i}]", f"task {t!r} is neither a source nor a target")
+
+    def _refuse_overlaps(self) -> None:
+        """No two trained tasks may share texts: the same source task twice, or tasks a source declares as
+        overlapping (Rotten Tomatoes repeats the VADER movie snippets), or a source would hold its target's test
+        examples."""
+        seen = {}
+        for name in self.trained_tasks:
+            task = self.tasks[name]
+            spec = SOURCES.get(task.source)
+            clash = [task.source_task] + list(spec.overlaps.get(task.path, ()) if spec else ())
+            for other_name, other in seen.items():
+                other_spec = SOURCES.get(other.source)
+                theirs = [other.source_task] + list(other_spec.overlaps.get(other.path, ()) if other_spec else ())
+                if task.source_task in theirs or other.source_task in clash:
+                    if task.source in ("local", "hf") and task.source_task == other.source_task \
+                            and (task.data_files, task.hf_config, task.hf_split) != \
+                            (other.data_files, other.hf_config, other.hf_split):
+                        continue  # one hub dataset or builder, different files or splits
+                    raise ConfigError(f"tasks.{name}", f"{task.source_task} shares its texts with task "
+                                                       f"{other_name!r} ({other.source_task}); a study may hold "
+                                                       f"only one of them, or a source would hold its target's "
+                                                       f"test examples")
+            seen[name] = task
 
     # ---- derived views -------------------------------------------------
     @property
@@ -297,4 +321,5 @@ def with_registered_names(schema: dict) -> dict:
         if spec.config is not None:
             transfer[name] = getattr(spec.config, "SCHEMA", {"type": "object"})
     schema["$defs"]["metric_name"] = {"enum": list(SIMILARITIES) + list(RENAMED_VALUES)}
+    schema["$defs"]["task"]["properties"]["source"] = {"enum": list(SOURCES)}
     return schema

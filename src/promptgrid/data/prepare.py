@@ -1,5 +1,5 @@
-"""Task data: load examples from BIG-bench, Hugging Face ``datasets`` or local files, normalise them,
-split them deterministically, and write / re-read the splits.
+"""Task data: load examples from a data source (a registry package, a Hugging Face dataset, a local file),
+normalise them, split them deterministically, and write / re-read the splits.
 
 Normalised schema -- one DataFrame per split (``train``, ``dev``, ``test``), columns in this order:
 
@@ -53,7 +53,7 @@ import pandas as pd
 
 from promptgrid.config import TaskConfig
 from promptgrid.data import DataError
-from promptgrid.data.readers import load_raw
+from promptgrid.data.readers import load_raw, source_fields
 from promptgrid.storage.files import read_table, write_table
 
 SPLITS = ("train", "dev", "test")
@@ -105,10 +105,10 @@ def normalise(raw, task: TaskConfig, source: str) -> pd.DataFrame:
     ``source`` names the file or dataset in error messages.
     """
     df = raw if isinstance(raw, pd.DataFrame) else pd.DataFrame.from_records(list(raw))
-    label_field, id_field = ("label", "id") if task.source == "bigbench" else (task.label_field, task.id_field)
+    text_fields, label_field, id_field = source_fields(task)
     if len(df) == 0:
         raise DataError(f"{source} is empty (no rows)")
-    for col in [*task.text_fields, label_field] + ([id_field] if id_field else []):
+    for col in [*text_fields, label_field] + ([id_field] if id_field else []):
         if col not in df.columns:
             raise DataError(f"{source}: column '{col}' is missing (columns present: {[str(c) for c in df.columns]})")
     rows = np.arange(1, len(df) + 1)
@@ -123,12 +123,12 @@ def normalise(raw, task: TaskConfig, source: str) -> pd.DataFrame:
         ids = pd.Series([str(i) for i in range(len(df))], dtype=object)
     _check_unique_ids(ids, rows, source, id_field)
 
-    parts = [[_as_text(v) for v in df[f]] for f in task.text_fields]
+    parts = [[_as_text(v) for v in df[f]] for f in text_fields]
     text = ["\n".join(p) for p in zip(*parts)]
     blank = np.array([not t.strip() for t in text])
     if blank.any():
         i = int(np.flatnonzero(blank)[0])
-        where = f"{source} row {rows[i]} (id {ids[i]!r}): empty text in {task.text_fields} ({int(blank.sum())} such rows)"
+        where = f"{source} row {rows[i]} (id {ids[i]!r}): empty text in {text_fields} ({int(blank.sum())} such rows)"
         if task.empty_text == "error" or blank.all():
             raise DataError(where)
         # real data sets hold the odd blank example (BIG-bench reviews_sentence_en has one); dropping it is
@@ -294,9 +294,9 @@ def split_examples(df: pd.DataFrame, name: str, task: TaskConfig) -> dict:
     return out
 
 
-def prepare_task(task: TaskConfig, name: str, cache_dir, *, archive=None) -> dict:
+def prepare_task(task: TaskConfig, name: str, cache_dir) -> dict:
     """Load -> normalise -> split: {'train','dev','test'} normalised DataFrames for task ``name``."""
-    raw, source = load_raw(task, cache_dir, archive=archive)
+    raw, source = load_raw(task, cache_dir)
     if task.kind in TEXT_KINDS:
         return split_examples(text2text_examples(raw, task, source), name, task)
     return split_examples(normalise(raw, task, source), name, task)

@@ -1,5 +1,6 @@
-"""Raw records of a task from any source: BIG-bench, a Hugging Face dataset (hub id or local builder), or a
-local .jsonl / .json / .csv / .tsv / .parquet file.
+"""Raw records of a task from its data source (:data:`promptgrid.registry.SOURCES`), and the two readers of
+files a study names itself: a Hugging Face dataset (hub id or local builder) and a local .jsonl / .json /
+.csv / .tsv / .parquet file.
 """
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pandas as pd
 
 from promptgrid.config import TaskConfig
 from promptgrid.data import DataError
-from promptgrid.data.bigbench import _bigbench_subtasks, bigbench_archive, bigbench_records, extract_bigbench_task
+from promptgrid.data.fetch import SourceUnavailable, cached_artifact, describe, sha256_of
+from promptgrid.registry import SOURCES
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 
@@ -24,7 +26,7 @@ def read_hf(task: TaskConfig) -> pd.DataFrame:
     """
     import datasets
 
-    where = _hf_name(task)
+    where = hf_name(task)
     try:
         ds = datasets.load_dataset(task.path, name=task.hf_config, data_files=task.data_files, split=task.hf_split)
     except Exception as err:  # datasets raises many types (hub, file, builder errors); add which dataset
@@ -58,7 +60,7 @@ def _class_label_names(features) -> dict:
     return out
 
 
-def _hf_name(task: TaskConfig) -> str:
+def hf_name(task: TaskConfig) -> str:
     parts = [f"config {task.hf_config!r}" if task.hf_config else "",
              f"data_files {task.data_files!r}" if task.data_files else "", f"split {task.hf_split!r}"]
     return f"Hugging Face dataset {task.path!r} ({', '.join(p for p in parts if p)})"
@@ -117,24 +119,41 @@ def read_local(path) -> pd.DataFrame:
     return df
 
 
-def load_raw(task: TaskConfig, cache_dir, *, archive=None):
+def source_fields(task: TaskConfig) -> tuple:
+    """(text columns, label column, id column) of the raw frame: the source's own where it fixes them
+    (a registry source yields ``text``, ``label``, ``id``), else the task's ``text_fields`` etc."""
+    fields = SOURCES.require(task.source).fields
+    if fields is None:
+        return list(task.text_fields), task.label_field, task.id_field
+    text, label, ident = fields
+    return ([text] if text else list(task.text_fields)), label, ident
+
+
+def source_record(task: TaskConfig, cache_dir) -> dict:
+    """What a prepared task records about its data (provenance): the source, and for a pinned artifact its
+    registry, package, version, file and sha256 (for a source with no pinned hash, the file's own)."""
+    spec = SOURCES.require(task.source)
+    art = spec.artifact
+    if art is None:
+        return {"source": spec.name, "path": task.path}
+    path = cached_artifact(art, cache_dir, spec.name)
+    return {"source": spec.name, "path": task.path, "registry": art.registry, "package": art.package,
+            "version": art.version, "file": art.filename,
+            "sha256": art.sha256 or (sha256_of(path) if path is not None else None), "pinned": bool(art.sha256)}
+
+
+def load_raw(task: TaskConfig, cache_dir):
     """Raw records of ``task`` and a name for them in messages: (DataFrame, source name).
 
-    BIG-bench tasks are extracted from ``archive`` (default: :func:`bigbench_archive`, which downloads
-    it once) unless already in ``cache_dir``.
+    A source with an artifact reads it from the cache, verified; the workflow's fetch job put it there
+    (``promptgrid fetch``), so a missing one is an error saying so, never a download here.
     """
-    if task.source == "bigbench":
-        task_json = Path(cache_dir) / "bigbench" / task.path.strip("/") / "task.json"
-        if not task_json.exists():
-            task_json = extract_bigbench_task(archive or bigbench_archive(cache_dir), task.path, cache_dir)
-        try:
-            records = bigbench_records(task_json)
-        except DataError as err:
-            subtasks = _bigbench_subtasks(task.path, cache_dir)
-            if subtasks and "has no examples" in str(err):
-                raise DataError(f"{err}; subtasks of '{task.path}': {subtasks}") from None
-            raise
-        return pd.DataFrame.from_records(records), f"BIG-bench file {task_json}"
-    if task.source == "hf":
-        return read_hf(task), _hf_name(task)
-    return read_local(task.path), f"data file {task.path}"
+    spec = SOURCES.require(task.source)
+    path = None
+    if spec.artifact is not None:
+        path = cached_artifact(spec.artifact, cache_dir, spec.name)
+        if path is None:
+            raise SourceUnavailable(f"data source '{spec.name}': {describe(spec.artifact)} is not in the cache "
+                                    f"{cache_dir}: its fetch job puts it there (snakemake runs it; by hand: "
+                                    f"promptgrid fetch --config <study> --source {spec.name})")
+    return spec.read(task, path, cache_dir)

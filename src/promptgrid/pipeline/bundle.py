@@ -11,6 +11,8 @@ A bundle is a Snakemake working directory (``snakemake --directory DIR --configf
 ``results/<study>/data/<task>/``    the prepared splits, byte copies of the study's own: the prepare stage's
                                     outputs exist, so it never runs (it is the only stage that reads raw
                                     archives, ``datasets`` or the hub)
+``results/<study>/sources/``        the fetch jobs' stamps (which pinned file each data source was), so no
+                                    fetch job runs on the node
 ``<relative input paths>``          files the config names and the DAG build checks (plugins, local data
                                     files, ``data_files``, ``prompt.init_file``, PEFT adapter folders), at the
                                     same relative path, so their config values and hashes stay as they were
@@ -35,6 +37,7 @@ import time
 from pathlib import Path
 
 from promptgrid.pipeline.study import Study
+from promptgrid.registry import SOURCES
 from promptgrid.storage import layout
 from promptgrid.storage.files import atomic_write_text, read_table, read_table_meta
 
@@ -84,6 +87,7 @@ def bundle(config, out, dtype: str = "fp32", prepare: bool = False) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         t0 = time.time()
+        _copy_source_stamps(study, tmp / RESULTS / study.cfg.study)
         for task, paths in splits.items():
             for split, src in paths.items():
                 dest = tmp / RESULTS / study.cfg.study / layout.data(task, split)
@@ -133,9 +137,12 @@ def _prepared_splits(study: Study, config, prepare: bool) -> dict:
         paths = {s: study.path(layout.data(task, s)) for s in layout.SPLITS}
         problem = _split_problem(study, task, paths)
         if problem and prepare:
+            from promptgrid.pipeline.fetch import fetch
             from promptgrid.pipeline.prepare import prepare as prepare_task
 
             print(f"[bundle] preparing task '{task}': {problem}", flush=True)
+            if SOURCES.require(study.cfg.tasks[task].source).artifact is not None:
+                fetch(study, study.cfg.tasks[task].source)  # its pinned file into the cache (once)
             prepare_task(study, task)
             problem = _split_problem(study, task, paths)
         if problem:
@@ -143,6 +150,22 @@ def _prepared_splits(study: Study, config, prepare: bool) -> dict:
                               f"--task {task}, or the prepare_task rule), or run promptgrid bundle with --prepare")
         out[task] = paths
     return out
+
+
+def _copy_source_stamps(study: Study, root: Path) -> None:
+    """The fetch jobs' stamps, so the bundled study's prepare jobs are up to date and no fetch runs on the node.
+    Copied with their mtime, older than the splits copied after them; a missing one is written first."""
+    from promptgrid.pipeline.fetch import fetch
+
+    for source in dict.fromkeys(study.cfg.tasks[t].source for t in study.cfg.trained_tasks):
+        if SOURCES.require(source).artifact is None:
+            continue
+        stamp = study.path(layout.source_stamp(source))
+        if not stamp.exists():
+            fetch(study, source)
+        dest = root / layout.source_stamp(source)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(stamp, dest)
 
 
 def _split_problem(study: Study, task: str, paths: dict):

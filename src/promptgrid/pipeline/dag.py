@@ -17,7 +17,7 @@ from typing import Optional
 from promptgrid.config import StudyConfig, schema_errors
 from promptgrid.config.stages import stage_hash
 from promptgrid.pipeline import checks, plugins
-from promptgrid.registry import FIGURES, METHODS, SIMILARITIES
+from promptgrid.registry import FIGURES, METHODS, SIMILARITIES, SOURCES
 from promptgrid.storage import layout
 from promptgrid.storage.files import atomic_write_text
 
@@ -81,11 +81,27 @@ class Workflow:
 
         return "|".join(map(re.escape, names)) or "__none__"
 
+    @property
+    def fetched_sources(self) -> list:
+        """Data sources with a pinned artifact that the study's tasks read: one fetch job each."""
+        names = dict.fromkeys(self.cfg.tasks[t].source for t in self.tasks)
+        return [n for n in names if SOURCES.require(n).artifact is not None]
+
+    @staticmethod
+    def source_pin(source: str) -> str:
+        """The pinned artifact, as the fetch rule's param: a new pin reruns the fetch and what reads it."""
+        art = SOURCES.require(source).artifact
+        return f"{art.registry}:{art.pin}:{art.filename}:{art.sha256}"
+
     # -- inputs
     def prepare_inputs(self, task: str) -> dict:
-        """A local data file is an input of its task's prepare job (a changed file reruns it)."""
+        """A local data file is an input of its task's prepare job (a changed file reruns it); so is the stamp of
+        the fetch job that put its source's artifact into the cache."""
         tcfg = self.cfg.tasks[task]
-        return {"local": tcfg.path} if tcfg.source == "local" else {}
+        inputs = {"local": tcfg.path} if tcfg.source == "local" else {}
+        if SOURCES.require(tcfg.source).artifact is not None:
+            inputs["source"] = self.R(layout.source_stamp(tcfg.source))
+        return inputs
 
     def task_data(self, task: str) -> list:
         return [self.R(layout.data(task, s)) for s in layout.SPLITS]

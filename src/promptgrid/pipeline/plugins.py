@@ -1,4 +1,4 @@
-"""Loading what registers itself: the built-in methods, similarity metrics and figure kinds, and a study's
+"""Loading what registers itself: the built-in data sources, methods, similarity metrics and figure kinds, and a study's
 own ``plugins:`` files. Every entry point (the CLI, the Snakefile, the tests) loads them before it reads a
 config, because the config is validated against the registries (:mod:`promptgrid.registry`)."""
 from __future__ import annotations
@@ -10,12 +10,13 @@ import pkgutil
 import sys
 from pathlib import Path
 
+import promptgrid.data.sources
 import promptgrid.figures
 import promptgrid.methods
 import promptgrid.similarity
 
 #: the packages whose every module registers one thing
-BUILTIN_PACKAGES = (promptgrid.methods, promptgrid.similarity, promptgrid.figures)
+BUILTIN_PACKAGES = (promptgrid.data.sources, promptgrid.methods, promptgrid.similarity, promptgrid.figures)
 
 
 def load_builtins() -> None:

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 from promptgrid.pipeline.study import Study
-
-if TYPE_CHECKING:
-    pass
 
 
 # ---------------------------------------------------------------- verbs
 def prepare(study: Study, task: str) -> None:
     from promptgrid.data.prepare import prepare_task, write_splits
+    from promptgrid.data.readers import source_record
 
     cfg = study.cfg
     if task not in cfg.tasks:
@@ -21,6 +18,7 @@ def prepare(study: Study, task: str) -> None:
     t0 = time.time()
     splits = prepare_task(cfg.tasks[task], task, cfg.cache_path)
     h = study.stage_hash("prepare", task=task)
-    write_splits(splits, study.path(f"data/{task}"), study.meta(h, task=task))
+    data_source = source_record(cfg.tasks[task], cfg.cache_path)  # package, version and sha256 of the data
+    write_splits(splits, study.path(f"data/{task}"), study.meta(h, task=task, data_source=data_source))
     print(f"[prepare] {task}: " + ", ".join(f"{k}={len(v)}" for k, v in splits.items())
           + f" in {time.time() - t0:.1f}s", flush=True)

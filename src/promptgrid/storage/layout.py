@@ -17,6 +17,11 @@ CSV_TABLES = ("findings", "correlation", "retrieval", "summary")
 
 
 # ---------------------------------------------------------------- data and prompts
+def source_stamp(source: str) -> str:
+    """Which pinned file of a data source the study used (the fetch job's output; the file is in the cache)."""
+    return f"sources/{source}.json"
+
+
 def data(task: str, split: str) -> str:
     return f"data/{task}/{split}.parquet"
 

