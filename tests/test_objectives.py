@@ -72,48 +72,48 @@ def test_bad_task_keys_name_the_key(repo):
 
     def build(mutate):
         bad = copy.deepcopy(raw)
-        mutate(bad["tasks"]["fever"])
+        mutate(bad["tasks"]["debates"])
         with pytest.raises(ConfigError) as err:
             StudyConfig.from_dict(bad)
         return err.value
 
     err = build(lambda t: t.update(kind="regression", labels={"a": "x", "b": "y", "c": "z"}))
-    assert err.key == "tasks.fever.labels" and "exactly two" in str(err)
+    assert err.key == "tasks.debates.labels" and "exactly two" in str(err)
     err = build(lambda t: t.update(kind="span_qa", metric="accuracy"))
-    assert err.key == "tasks.fever.metric" and "squad_f1" in str(err)
+    assert err.key == "tasks.debates.metric" and "squad_f1" in str(err)
     err = build(lambda t: t.update(kind="regression", labels={"low": "no", "high": "yes"}, label_range=[5, 1]))
-    assert err.key == "tasks.fever.label_range"
+    assert err.key == "tasks.debates.label_range"
     err = build(lambda t: t.update(kind="ner", tag_names=["O", "PER"]))
-    assert err.key == "tasks.fever.tag_names[1]"
+    assert err.key == "tasks.debates.tag_names[1]"
     # regression labels named low/high are taken by name, whatever their order
     ok = copy.deepcopy(raw)
-    ok["tasks"]["fever"].update(kind="regression", labels={"high": "yes", "low": "no"})
-    assert StudyConfig.from_dict(ok).tasks["fever"].label_texts == ["no", "yes"]
+    ok["tasks"]["debates"].update(kind="regression", labels={"high": "yes", "low": "no"})
+    assert StudyConfig.from_dict(ok).tasks["debates"].label_texts == ["no", "yes"]
 
 
 def test_new_task_keys_at_their_defaults_keep_the_config_hashes(repo):
     raw = yaml.safe_load((repo / "config.yaml").read_text())
     a = StudyConfig.from_dict(raw)
     same = copy.deepcopy(raw)
-    same["tasks"]["fever"].update(max_new_tokens=32, label_range=[0, 5], tag_names=None)
+    same["tasks"]["debates"].update(max_new_tokens=32, label_range=[0, 5], tag_names=None)
     other = copy.deepcopy(raw)
-    other["tasks"]["fever"].update(max_new_tokens=16)
+    other["tasks"]["debates"].update(max_new_tokens=16)
     for sections in ((), ("tasks",)):
-        assert StudyConfig.from_dict(same).section_hash(*sections, task="fever") == a.section_hash(*sections, task="fever")
-        assert StudyConfig.from_dict(other).section_hash(*sections, task="fever") != a.section_hash(*sections, task="fever")
+        assert StudyConfig.from_dict(same).section_hash(*sections, task="debates") == a.section_hash(*sections, task="debates")
+        assert StudyConfig.from_dict(other).section_hash(*sections, task="debates") != a.section_hash(*sections, task="debates")
 
 
 def test_schema_accepts_the_new_task_keys(repo):
     from promptgrid.config import schema_errors
 
     raw = yaml.safe_load((repo / "config.yaml").read_text())
-    raw["tasks"]["fever"].update(kind="regression", labels={"low": "no", "high": "yes"}, label_range=[0, 5],
+    raw["tasks"]["debates"].update(kind="regression", labels={"low": "no", "high": "yes"}, label_range=[0, 5],
                                  metric="spearman")
-    raw["tasks"]["intent"].update(kind="ner", metric="ner_f1", tag_names=["O", "B-PER", "I-PER"], max_new_tokens=8)
+    raw["tasks"]["trec"].update(kind="ner", metric="ner_f1", tag_names=["O", "B-PER", "I-PER"], max_new_tokens=8)
     schema = repo / "workflow/schemas/config.schema.yaml"
     assert schema_errors(raw, schema) == []
-    raw["tasks"]["fever"]["label_range"] = [0]
-    assert any("tasks.fever.label_range" in e for e in schema_errors(raw, schema))
+    raw["tasks"]["debates"]["label_range"] = [0]
+    assert any("tasks.debates.label_range" in e for e in schema_errors(raw, schema))
 
 
 def test_task_kind_without_a_path_fails_at_dag_build(repo, monkeypatch):
@@ -123,7 +123,7 @@ def test_task_kind_without_a_path_fails_at_dag_build(repo, monkeypatch):
 
     raw = yaml.safe_load((repo / "config.yaml").read_text())
     raw["backbones"]["minilm"]["kind"] = "masked_lm"
-    raw["tasks"]["fever"].update(kind="span_qa", labels={})
+    raw["tasks"]["debates"].update(kind="span_qa", labels={})
     cfg = StudyConfig.from_dict(raw)
     check_task_kinds(cfg)  # every built-in pair has an objective
     assert isinstance(make_objective(tiny_backbone("masked_lm"), squad_cfg()), TaggingObjective)
@@ -131,8 +131,8 @@ def test_task_kind_without_a_path_fails_at_dag_build(repo, monkeypatch):
     monkeypatch.setitem(factory.OBJECTIVES, "span_qa", {"causal_lm": factory.TextObjective})
     with pytest.raises(ConfigError) as err:
         check_task_kinds(cfg)
-    assert err.value.key == "tasks.fever.kind"
-    assert "'fever'" in str(err.value) and "'minilm' (masked_lm)" in str(err.value)
+    assert err.value.key == "tasks.debates.kind"
+    assert "'debates'" in str(err.value) and "'minilm' (masked_lm)" in str(err.value)
     with pytest.raises(ObjectiveError, match=r"task 'squad' is a span_qa task.*'tiny-encoder'.*no span_qa objective"):
         make_objective(tiny_backbone("encoder"), squad_cfg(), task="squad")
 

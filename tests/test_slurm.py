@@ -253,6 +253,8 @@ def write_tiny_study(workdir: Path, study: str) -> tuple[Path, dict]:
     raw.update(study=study, seeds=[0], results_dir=str(workdir / "results"))
     # relative paths in a study are read from the working directory: the copy runs elsewhere
     raw["plugins"] = [str(REPO / p) for p in raw.get("plugins", [])]
+    for task in raw["tasks"].values():  # the fixture files
+        task["path"] = str(REPO / task["path"])
     raw["transfer"] = {"methods": ["zeroshot", "vanilla"]}
     raw["metrics"] = {"names": ["cos_avg", "max"]}
     workdir.mkdir(parents=True, exist_ok=True)

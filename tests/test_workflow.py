@@ -68,7 +68,8 @@ def expected_counts(cfg: StudyConfig) -> dict:
     return counts
 
 
-STUDIES = ["config.yaml", "tests/studies/tiny.yaml", "studies/bigbench-21x9.yaml", "studies/panda-21x9.yaml",
+STUDIES = ["config.yaml", "tests/studies/tiny.yaml", "studies/registry-21x9.yaml", "studies/bigbench-21x9.yaml",
+           "studies/panda-21x9.yaml",
            "studies/spot.yaml", "studies/su.yaml", "studies/cross-model.yaml"]
 
 
@@ -89,8 +90,26 @@ def test_dry_run_job_counts_match_grid_formula(repo, venv_env, tmp_path, study):
 def test_default_grid_size(repo):
     cfg = StudyConfig.from_dict(yaml.safe_load((repo / "config.yaml").read_text()))
     assert (len(cfg.sources), len(cfg.targets), len(cfg.seeds)) == (6, 3, 2)
+    from promptgrid.registry import SOURCES
+
+    # only sources Python fetches itself (pip, npm tarballs over HTTPS), pinned and hashed: no Debian, no files
+    assert all(SOURCES[t.source].artifact is not None and SOURCES[t.source].artifact.registry in ("pypi", "npm")
+               and SOURCES[t.source].artifact.sha256 for t in cfg.tasks.values())
+    families = [cfg.tasks[s].family for s in cfg.sources]
+    assert all(families.count(cfg.tasks[t].family) >= 2 for t in cfg.targets)  # each target's family: 2+ sources
+    assert len(set(families)) >= 3  # two families and an unrelated control at least
+    assert cfg.analysis.outcome == "auc_gain"  # fixed before the first run (README)
     big = StudyConfig.from_dict(yaml.safe_load((repo / "studies/bigbench-21x9.yaml").read_text()))
     assert (len(big.sources), len(big.targets)) == (21, 9)
+    grid = StudyConfig.from_dict(yaml.safe_load((repo / "studies/registry-21x9.yaml").read_text()))
+    assert (len(grid.sources), len(grid.targets)) == (21, 9) and set(grid.targets) <= set(grid.sources)
+    families = [grid.tasks[t].family for t in grid.sources]
+    assert sum(families.count(f) >= 3 for f in set(families)) >= 3  # at least three families of three tasks
+    # every source from a registry package (no local files, no hub, no BIG-bench), none of them Debian-only
+    from promptgrid.registry import SOURCES
+
+    arts = [SOURCES[grid.tasks[t].source].artifact for t in grid.sources]
+    assert all(a is not None and a.sha256 and a.registry in ("pypi", "npm") for a in arts)
 
 
 def test_lint_passes(repo, venv_env):

@@ -173,7 +173,7 @@ class TaskConfig:
             if known is None:
                 raise ConfigError("path", f"data source {self.source!r} has no task {self.path!r}; its tasks: "
                                           f"{list(spec.tasks)}")
-            if not self.labels:
+            if not self.labels and self.kind == "classification":  # the source's labels are its classes
                 self.labels = dict(known.labels)
             if self.family is None:
                 self.family = known.family

