@@ -184,8 +184,14 @@ def test_a_study_whose_tasks_share_texts_is_refused():
 
 
 def test_the_readme_table_of_sources_is_generated_from_the_registry(repo):
+    from promptgrid.pipeline.plugins import load_plugins
+
     readme = (repo / "README.md").read_text()
     assert readme_block() in readme, "README's sources table is stale: paste `promptgrid sources` between its markers"
+    assert "`vader/amazon`: 2,977, positive / negative (sentiment)" in readme_block()
+    # a study's plugin sources, registered in this process, stay out of the README's table
+    load_plugins([repo / "tests/plugins/fixture_sources.py"])  # as a study's run loads it (once per process)
+    assert "fixture" in SOURCES and "`fixture`" not in readme_block() and readme_block() in readme
 
 
 def test_source_record_names_package_version_and_hash(tmp_path):
