@@ -2,6 +2,8 @@
 cache (as the workflow's fetch job does), read, counted and prepared. The registries are reachable from CI; a
 test skips, naming the package, only when the registry answers that the package or version does not exist.
 Any other failure fails, a reader that breaks on a file that downloads included."""
+import shutil
+
 import pytest
 
 from promptgrid.config import TaskConfig
@@ -39,7 +41,7 @@ def artifacts():
 @pytest.mark.parametrize("name", REAL)
 def test_source_reads_every_task_of_its_pinned_file(name, artifacts):
     spec = SOURCES[name]
-    if spec.artifact.registry == "debian" and not __import__("shutil").which("apt-get"):
+    if spec.artifact.registry == "debian" and not shutil.which("apt-get"):
         pytest.skip("Debian sources need apt-get; this machine has none")
     path = artifacts(name)
     for task_name, declared in spec.tasks.items():

@@ -89,27 +89,27 @@ class StudyConfig:
                     raise ConfigError(f"cross_model.held_out[{i}]", f"task {t!r} is neither a source nor a target")
 
     def _refuse_overlaps(self) -> None:
-        """No two trained tasks may share texts: the same source task twice, or tasks a source declares as
-        overlapping (Rotten Tomatoes repeats the VADER movie snippets), or a source would hold its target's test
-        examples."""
+        """No two trained tasks may share texts: the same data twice (same source, path, files, config and split),
+        or tasks a source declares as overlapping (Rotten Tomatoes repeats the VADER movie snippets), or a source
+        would hold its target's test examples."""
         seen = {}
         for name in self.trained_tasks:
             task = self.tasks[name]
-            spec = SOURCES.get(task.source)
-            clash = [task.source_task] + list(spec.overlaps.get(task.path, ()) if spec else ())
+            declared = SOURCES[task.source].overlaps.get(task.path, ())
             for other_name, other in seen.items():
-                other_spec = SOURCES.get(other.source)
-                theirs = [other.source_task] + list(other_spec.overlaps.get(other.path, ()) if other_spec else ())
-                if task.source_task in theirs or other.source_task in clash:
-                    if task.source in ("local", "hf") and task.source_task == other.source_task \
-                            and (task.data_files, task.hf_config, task.hf_split) != \
-                            (other.data_files, other.hf_config, other.hf_split):
-                        continue  # one hub dataset or builder, different files or splits
+                if (_data_identity(task) == _data_identity(other) or other.source_task in declared
+                        or task.source_task in SOURCES[other.source].overlaps.get(other.path, ())):
                     raise ConfigError(f"tasks.{name}", f"{task.source_task} shares its texts with task "
                                                        f"{other_name!r} ({other.source_task}); a study may hold "
                                                        f"only one of them, or a source would hold its target's "
                                                        f"test examples")
             seen[name] = task
+
+    @property
+    def fetched_sources(self) -> list:
+        """Data sources with a pinned artifact that the trained tasks read, in task order: one fetch job each."""
+        names = dict.fromkeys(self.tasks[t].source for t in self.trained_tasks)
+        return [n for n in names if SOURCES[n].artifact is not None]
 
     # ---- derived views -------------------------------------------------
     @property
@@ -156,6 +156,11 @@ class StudyConfig:
     @classmethod
     def from_dict(cls, raw: dict) -> StudyConfig:
         return _build(cls, raw, "")
+
+
+def _data_identity(task: TaskConfig) -> tuple:
+    """What names a task's examples: one hub dataset with another config, split or files is other data."""
+    return task.source, task.path, task.hf_config, task.data_files, task.hf_split
 
 
 def default_cache_dir() -> Path:

@@ -131,12 +131,13 @@ def source_fields(task: TaskConfig) -> tuple:
 
 def source_record(task: TaskConfig, cache_dir) -> dict:
     """What a prepared task records about its data (provenance): the source, and for a pinned artifact its
-    registry, package, version, file and sha256 (for a source with no pinned hash, the file's own)."""
+    registry, package, version, file and sha256 (for a source with no pinned hash, the file's own; a pinned
+    file was checked when it was read, so it is not hashed again here)."""
     spec = SOURCES.require(task.source)
     art = spec.artifact
     if art is None:
         return {"source": spec.name, "path": task.path}
-    path = cached_artifact(art, cache_dir, spec.name)
+    path = None if art.sha256 else cached_artifact(art, cache_dir, spec.name)
     return {"source": spec.name, "path": task.path, "registry": art.registry, "package": art.package,
             "version": art.version, "file": art.filename,
             "sha256": art.sha256 or (sha256_of(path) if path is not None else None), "pinned": bool(art.sha256)}

@@ -37,7 +37,6 @@ import time
 from pathlib import Path
 
 from promptgrid.pipeline.study import Study
-from promptgrid.registry import SOURCES
 from promptgrid.storage import layout
 from promptgrid.storage.files import atomic_write_text, read_table, read_table_meta
 
@@ -132,7 +131,7 @@ def bundle(config, out, dtype: str = "fp32", prepare: bool = False) -> dict:
 # ---------------------------------------------------------------- the prepared splits
 def _prepared_splits(study: Study, config, prepare: bool) -> dict:
     """{task: {split: path}} of every trained task; missing or stale splits prepared (``prepare``) or refused."""
-    out = {}
+    out, fetched = {}, set()
     for task in study.cfg.trained_tasks:
         paths = {s: study.path(layout.data(task, s)) for s in layout.SPLITS}
         problem = _split_problem(study, task, paths)
@@ -141,8 +140,10 @@ def _prepared_splits(study: Study, config, prepare: bool) -> dict:
             from promptgrid.pipeline.prepare import prepare as prepare_task
 
             print(f"[bundle] preparing task '{task}': {problem}", flush=True)
-            if SOURCES.require(study.cfg.tasks[task].source).artifact is not None:
-                fetch(study, study.cfg.tasks[task].source)  # its pinned file into the cache (once)
+            source = study.cfg.tasks[task].source
+            if source in study.cfg.fetched_sources and source not in fetched:
+                fetch(study, source)  # its pinned file into the cache, once per source
+                fetched.add(source)
             prepare_task(study, task)
             problem = _split_problem(study, task, paths)
         if problem:
@@ -157,9 +158,7 @@ def _copy_source_stamps(study: Study, root: Path) -> None:
     Copied with their mtime, older than the splits copied after them; a missing one is written first."""
     from promptgrid.pipeline.fetch import fetch
 
-    for source in dict.fromkeys(study.cfg.tasks[t].source for t in study.cfg.trained_tasks):
-        if SOURCES.require(source).artifact is None:
-            continue
+    for source in study.cfg.fetched_sources:
         stamp = study.path(layout.source_stamp(source))
         if not stamp.exists():
             fetch(study, source)

@@ -83,9 +83,7 @@ class Workflow:
 
     @property
     def fetched_sources(self) -> list:
-        """Data sources with a pinned artifact that the study's tasks read: one fetch job each."""
-        names = dict.fromkeys(self.cfg.tasks[t].source for t in self.tasks)
-        return [n for n in names if SOURCES.require(n).artifact is not None]
+        return self.cfg.fetched_sources
 
     @staticmethod
     def source_pin(source: str) -> str:
@@ -99,7 +97,7 @@ class Workflow:
         the fetch job that put its source's artifact into the cache."""
         tcfg = self.cfg.tasks[task]
         inputs = {"local": tcfg.path} if tcfg.source == "local" else {}
-        if SOURCES.require(tcfg.source).artifact is not None:
+        if tcfg.source in self.cfg.fetched_sources:
             inputs["source"] = self.R(layout.source_stamp(tcfg.source))
         return inputs
 
