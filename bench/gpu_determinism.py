@@ -28,7 +28,7 @@ def main() -> None:
     import torch
 
     from promptgrid.engine.training import RunSpec, train_runs
-    from promptgrid.pipeline.study import Study
+    from promptgrid.pipeline.context import Study
 
     study = Study.from_file(bundle / "config.yaml")
     cfg = study.cfg

@@ -1,6 +1,6 @@
 """Do a study's targets learn? Per target: its own prompt's test score (the baseline every gain is measured
 against, per seed and mean) against a constant majority-class prediction on the same test split, in the
-task's metric (macro-F1 for the default study's targets, whose majority class is over 60 %), and accuracy
+task's score (macro-F1 for the default study's targets, whose majority class is over 60 %), and accuracy
 beside it. "learns" = mean over seeds >= majority + 10 points (the default study's requirement).
 
     python bench/learns.py [results/default]      # after the study ran; prints a markdown table
@@ -35,10 +35,10 @@ def learns_table(study_dir: Path) -> pd.DataFrame:
             gold = torch.as_tensor(test["label"].to_numpy())
             majority = torch.full_like(gold, int(gold.bincount().argmax()))
             runs = pd.read_parquet(study_dir / layout.train_runs(backbone, target)).sort_values("seed")
-            base = task_score(majority, gold, task.metric, len(task.labels))
+            base = task_score(majority, gold, task.score, len(task.labels))
             rows.append({"backbone": backbone, "target": target, "source task": task.source_task,
                          "test n": len(test), "majority share": round(100 * float((gold == majority).float().mean()), 1),
-                         "metric": task.metric, "majority baseline": round(base, 1),
+                         "score": task.score, "majority baseline": round(base, 1),
                          "baseline per seed": " / ".join(f"{v:.1f}" for v in runs["score"]),
                          "baseline mean": round(float(runs["score"].mean()), 1),
                          "learns": bool(runs["score"].mean() >= base + 10)})

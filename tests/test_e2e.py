@@ -77,11 +77,13 @@ def test_tables_follow_the_contract(two_runs):
         assert pairs == {(s, t, k) for s in sources for t in targets for k in seeds}, method
     spot = transfer[transfer.method == "spot_topk"]
     assert set(zip(spot.source, spot.target, spot.seed)) == {("top1", t, k) for t in targets for k in seeds}
-    # the plugin's method (tests/plugins/toy_method.py) went through the DAG, the tables and the figures
+    # the plugins' methods went through the DAG and the tables (the figures: test_plugin_methods_reach_every_figure)
     toy = transfer[transfer.method == "toy"]
     assert set(zip(toy.source, toy.target, toy.seed)) == {("mean", t, k) for t in targets for k in seeds}
     assert toy.score.between(0, 100).all() and toy.gain.notna().all()
-    assert (out / "figures/minilm/gain_heatmap_toy.png").stat().st_size > 1000
+    rev = transfer[transfer.method == "reversed"]
+    assert set(zip(rev.source, rev.target, rev.seed)) == {(s, t, k) for s in sources for t in targets for k in seeds}
+    assert rev.steps_to_baseline.isna().all() and rev.relative_performance.notna().all()
     assert transfer.score.between(0, 100).all() and transfer.baseline_score.between(0, 100).all()
     assert (transfer.gain - (transfer.score - transfer.baseline_score)).abs().max() < 1e-9
 
@@ -106,6 +108,46 @@ def test_tables_follow_the_contract(two_runs):
     for ext in ("png", "pdf"):
         assert (out / f"figures/minilm/gain_heatmap_vanilla.{ext}").stat().st_size > 1000
         assert (out / f"figures/minilm/metric_scatter_vanilla_cos_avg.{ext}").exists()
+
+
+def test_plugin_methods_reach_every_figure(two_runs):
+    """Every figure kind the study draws exists for every variant; the plugins' methods are in each figure that
+    shows their kind of method: the trained mixture (toy) like spot_topk, the relative one (reversed) like zeroshot.
+    """
+    import matplotlib.pyplot as plt
+
+    from promptgrid.figures.learning_curves import learning_curves
+    from promptgrid.figures.method_bars import method_bars
+    from promptgrid.pipeline.plugins import load_config_with_plugins
+    from promptgrid.registry import FIGURES
+
+    path, raw, out = two_runs[0]
+    cfg = load_config_with_plugins(path)
+    drawn = {}
+    for spec in FIGURES.ordered():
+        variants = spec.variants(cfg)
+        if spec.name != "cross_model":
+            assert variants, f"{spec.name}: the tiny study draws every figure kind"
+        for v in variants:
+            for ext in ("png", "pdf"):
+                f = out / f"figures/minilm/{spec.name}{'' if v is None else '_' + str(v)}.{ext}"
+                assert f.stat().st_size > 1000, f
+        drawn[spec.name] = variants
+    assert "toy" in drawn["gain_heatmap"] and "reversed" in drawn["gain_heatmap"]
+    assert drawn["relative_performance"] == ["zeroshot", "reversed"]
+    for kind in ("metric_scatter",):
+        assert any(v.startswith("reversed_") for v in drawn[kind]) and not any(v.startswith("toy_") for v in drawn[kind])
+    for kind in ("correlation_bars", "topk_curves"):
+        assert "reversed" in drawn[kind] and "toy" not in drawn[kind] and "spot_topk" not in drawn[kind]
+    # the figures that gather methods: toy gets one bar / line per mixture row, as spot_topk; reversed no bar
+    transfer = pd.read_parquet(out / "tables/transfer.parquet")
+    bars = method_bars(transfer, None, "minilm")
+    labels = {t.get_text() for t in bars.axes[0].get_legend().get_texts()}
+    assert {"toy (mean)", "spot_topk (top1)", "vanilla", "panda"} <= labels and "reversed" not in labels
+    curves = learning_curves(pd.read_parquet(out / "tables/curves.parquet"), "minilm", raw["targets"][0])
+    lines = {t.get_text() for t in curves.axes[0].get_legend().get_texts()}
+    assert "toy (mean)" in lines and "spot_topk (top1)" in lines
+    plt.close("all")
 
 
 def test_outputs_record_provenance(two_runs):

@@ -79,7 +79,7 @@ def test_unknown_backbone_in_cross_model(raw):
 
 
 def test_unknown_backbone_on_the_command_line(repo, tmp_path):
-    from promptgrid.pipeline.study import Study
+    from promptgrid.pipeline.context import Study
 
     study = Study(StudyConfig.from_dict(yaml.safe_load((repo / "config.yaml").read_text())))
     with pytest.raises(KeyError, match=r"unknown backbone 'bert'.*\['minilm'\]"):
@@ -134,7 +134,7 @@ def test_label_text_changed_since_prepare(tmp_path):
 
     from promptgrid.config import TaskConfig
     from promptgrid.data import DataError
-    from promptgrid.data.prepare import load_split
+    from promptgrid.data.splits import load_split
     from promptgrid.storage.files import write_table
 
     write_table(pd.DataFrame({"id": ["1"], "text": ["x"], "label": [0], "label_text": ["good"]}),

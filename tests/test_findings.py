@@ -43,12 +43,13 @@ def test_family_contrast_needs_both_kinds_of_source():
 
 
 def test_panda_minus_vanilla_is_paired_and_averaged_within_targets():
-    [row] = findings.paired_method_difference(transfer_frame({"a1": 2.0, "b1": -1.0}), n_bootstrap=200, seed=0)
+    [row] = findings.paired_method_difference(transfer_frame({"a1": 2.0, "b1": -1.0}), "panda", "vanilla",
+                                               n_bootstrap=200, seed=0)
     assert row["finding"] == "panda_minus_vanilla"
     assert row["value"] == pytest.approx(0.5) and row["n"] == 12 and row["n_targets"] == 2
     assert row["positive_targets"] == 1
     assert (row["ci_low"], row["ci_high"]) == (pytest.approx(-1.0), pytest.approx(2.0))
-    assert findings.paired_method_difference(transfer_frame()) == []  # no PANDA runs
+    assert findings.paired_method_difference(transfer_frame(), "panda", "vanilla") == []  # no PANDA runs
 
 
 def test_findings_table_and_text():

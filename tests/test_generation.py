@@ -87,7 +87,7 @@ def test_ner_f1_on_a_hand_made_prediction():
     assert text2text_score("ner_f1", pred, gold) == pytest.approx(s["f1"])
     assert ner_scores(["PER: bob"], ["PER: Bob"], case_sensitive=True)["f1"] == 0.0
     assert ner_scores(["none"], ["none"])["f1"] == 100.0
-    with pytest.raises(ValueError, match="unknown text-to-text metric"):
+    with pytest.raises(ValueError, match="unknown text-to-text score"):
         text2text_score("bleu", [], [])
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from promptgrid.config import TaskConfig
 from promptgrid.data import DataError
-from promptgrid.data.prepare import text2text_examples
+from promptgrid.data.splits import text2text_examples
 
 
 def _task(**kw):

@@ -16,7 +16,7 @@ from tiny_models import tiny_backbone, tiny_model, tokenizer
 from promptgrid.config import ConfigError, PromptConfig, StudyConfig, TaskConfig, TrainingConfig
 from promptgrid.data import DataError
 from promptgrid.data.formats import read_conll, read_squad
-from promptgrid.data.prepare import load_split, normalise, prepare_task, text2text_examples, write_splits
+from promptgrid.data.splits import load_split, normalise, prepare_task, text2text_examples, write_splits
 from promptgrid.engine import scoring, training
 from promptgrid.engine.training import RunSpec, train_runs
 from promptgrid.methods.panda import PandaConfig
@@ -55,16 +55,16 @@ def bank(bb, k, length=3, seed=0, scale=1.0):
 # ---------------------------------------------------------------- config
 
 
-def test_metric_defaults_and_allowed_metrics_per_kind():
-    assert TaskConfig(source="local", path="x", labels={"a": "a", "b": "b"}).metric == "accuracy"
-    assert sts_cfg().metric == "pearson" and sts_cfg(metric="spearman").metric == "spearman"
-    assert squad_cfg().metric == "squad_f1" and squad_cfg(metric="squad_em").metric == "squad_em"
-    assert conll_cfg().metric == "ner_f1"
+def test_score_defaults_and_allowed_scores_per_kind():
+    assert TaskConfig(source="local", path="x", labels={"a": "a", "b": "b"}).score == "accuracy"
+    assert sts_cfg().score == "pearson" and sts_cfg(score="spearman").score == "spearman"
+    assert squad_cfg().score == "squad_f1" and squad_cfg(score="squad_em").score == "squad_em"
+    assert conll_cfg().score == "ner_f1"
     assert squad_cfg().labels == {} and conll_cfg().max_new_tokens == 32  # no labels needed
-    for cfg, metric in ((squad_cfg, "accuracy"), (conll_cfg, "squad_f1"), (sts_cfg, "macro_f1")):
-        with pytest.raises(ConfigError, match=r"'metric'.*for a (span_qa|ner|regression) task") as err:
-            cfg(metric=metric)
-        assert err.value.key == "metric"
+    for cfg, score in ((squad_cfg, "accuracy"), (conll_cfg, "squad_f1"), (sts_cfg, "macro_f1")):
+        with pytest.raises(ConfigError, match=r"'score'.*for a (span_qa|ner|regression) task") as err:
+            cfg(score=score)
+        assert err.value.key == "score"
 
 
 def test_bad_task_keys_name_the_key(repo):
@@ -79,8 +79,8 @@ def test_bad_task_keys_name_the_key(repo):
 
     err = build(lambda t: t.update(kind="regression", labels={"a": "x", "b": "y", "c": "z"}))
     assert err.key == "tasks.debates.labels" and "exactly two" in str(err)
-    err = build(lambda t: t.update(kind="span_qa", metric="accuracy"))
-    assert err.key == "tasks.debates.metric" and "squad_f1" in str(err)
+    err = build(lambda t: t.update(kind="span_qa", score="accuracy"))
+    assert err.key == "tasks.debates.score" and "squad_f1" in str(err)
     err = build(lambda t: t.update(kind="regression", labels={"low": "no", "high": "yes"}, label_range=[5, 1]))
     assert err.key == "tasks.debates.label_range"
     err = build(lambda t: t.update(kind="ner", tag_names=["O", "PER"]))
@@ -108,12 +108,11 @@ def test_schema_accepts_the_new_task_keys(repo):
 
     raw = yaml.safe_load((repo / "config.yaml").read_text())
     raw["tasks"]["debates"].update(kind="regression", labels={"low": "no", "high": "yes"}, label_range=[0, 5],
-                                 metric="spearman")
-    raw["tasks"]["trec"].update(kind="ner", metric="ner_f1", tag_names=["O", "B-PER", "I-PER"], max_new_tokens=8)
-    schema = repo / "workflow/schemas/config.schema.yaml"
-    assert schema_errors(raw, schema) == []
+                                 score="spearman")
+    raw["tasks"]["trec"].update(kind="ner", score="ner_f1", tag_names=["O", "B-PER", "I-PER"], max_new_tokens=8)
+    assert schema_errors(raw) == []
     raw["tasks"]["debates"]["label_range"] = [0]
-    assert any("tasks.debates.label_range" in e for e in schema_errors(raw, schema))
+    assert any("tasks.debates.label_range" in e for e in schema_errors(raw))
 
 
 def test_task_kind_without_a_path_fails_at_dag_build(repo, monkeypatch):
@@ -218,7 +217,7 @@ def cls_toy():
     texts = ["great lovely", "awful bad", "lovely stay", "terrible", "so great", "bad bad", "fine", "meh"]
     labels = [0, 1, 0, 1, 0, 1, 2, 2]
     cfg = TaskConfig(source="local", path="x", labels={"p": "positive", "n": "negative", "o": "neutral"},
-                     metric="macro_f1")
+                     score="macro_f1")
     obj = ClassificationObjective.from_config(bb, cfg)
     return bb, obj, obj.encode(pd.DataFrame({"text": texts, "label": labels}))
 

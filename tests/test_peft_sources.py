@@ -97,7 +97,7 @@ def test_dag_build_checks_local_adapters(setup):
 
 def test_train_verb_imports_the_adapter_and_transfer_uses_it(setup):
     from promptgrid.cli import main
-    from promptgrid.pipeline.study import Study
+    from promptgrid.pipeline.context import Study
 
     tmp_path, model_dir = setup
     prompt, folder = _export(tmp_path, model_dir)

@@ -1,7 +1,9 @@
-"""Cross-model projectors (Su et al.): shapes, the v1 formula by hand, both training objectives,
-determinism, and the cross-model job end to end on tiny random models (no real weights)."""
+"""Cross-model projectors (Su et al.): the registry (built-in and plugin projectors), shapes, the v1 formula by
+hand, both fits, determinism, the renamed config key, and the cross-model job, table and figure end to end on
+tiny random models (no real weights); a plugin projector through the Snakemake DAG."""
 import json
 import math
+import re
 
 import pandas as pd
 import pytest
@@ -9,9 +11,8 @@ import torch
 import torch.nn.functional as F
 from tiny_models import tiny_backbone, tiny_model, tokenizer
 
-from promptgrid.engine.projector import (
-    LinearProjector,
-    MLPProjector,
+from promptgrid.engine.projection import (
+    FITS,
     ProjectionTask,
     distance_loss,
     make_projector,
@@ -36,38 +37,51 @@ def quiet(_msg):
 
 
 # ---------------------------------------------------------------- shapes and formulas
+def test_the_built_in_projectors_are_registered_from_their_own_files():
+    from promptgrid.registry import PROJECTORS
+
+    assert [s.name for s in PROJECTORS.ordered()][:2] == ["linear", "mlp"]
+    for name in ("linear", "mlp"):
+        spec = PROJECTORS[name]
+        assert spec.build.__module__ == f"promptgrid.engine.projectors.{name}" and spec.summary and spec.paper
+    assert FITS == ("distance", "task")
+
+
 @pytest.mark.parametrize("kind", ["linear", "mlp"])
 def test_shapes_single_and_batched(kind):
     g = make_projector(kind, length=5, d_a=6, d_b=7, hidden=9, seed=0)
     assert g(torch.randn(5, 6)).shape == (5, 7)
     assert g(torch.randn(3, 5, 6)).shape == (3, 5, 7)
     assert project(g, torch.randn(2, 5, 6)).requires_grad is False
-    with pytest.raises(ValueError, match=r"\(L=5, d_a=6\).*got \(5, 7\)"):
+    with pytest.raises(ValueError, match=rf"projector '{kind}' takes prompts \(L=5, d_a=6\).*got \(5, 7\)"):
         g(torch.randn(5, 7))
     with pytest.raises(ValueError, match="got \\(4, 6\\)"):
         g(torch.randn(4, 6))
 
 
 def test_parameter_shapes_are_the_documented_ones():
-    lin = LinearProjector(4, 3, 5)
-    assert lin.linear.weight.shape == (5, 3) and lin.linear.bias.shape == (5,)
-    mlp = MLPProjector(4, 3, 5, hidden=7)
+    lin = make_projector("linear", 4, 3, 5).body
+    assert lin.weight.shape == (5, 3) and lin.bias.shape == (5,)
+    mlp = make_projector("mlp", 4, 3, 5, hidden=7).body
     assert mlp.fc1.weight.shape == (7, 12) and mlp.fc1.bias.shape == (7,)
     assert mlp.fc2.weight.shape == (20, 7) and mlp.fc2.bias.shape == (20,)
     assert mlp.norm.weight.shape == (5,) and mlp.norm.bias.shape == (5,)
-    assert torch.equal(MLPProjector(4, 3, 5, hidden=7, out_scale=0.1).norm.weight, torch.full((5,), 0.1))
+    assert torch.equal(make_projector("mlp", 4, 3, 5, hidden=7, out_scale=0.1).body.norm.weight, torch.full((5,), 0.1))
+    with pytest.raises(ValueError, match="hidden must be >= 1"):
+        make_projector("mlp", 4, 3, 5, hidden=0)
 
 
 def test_mlp_matches_the_formula_computed_by_hand():
     L, d_a, d_b, hidden = 2, 3, 4, 5
     g = make_projector("mlp", L, d_a, d_b, hidden=hidden, seed=3, out_scale=0.7)
+    body = g.body
     with torch.no_grad():
-        g.norm.bias.copy_(torch.tensor([0.1, -0.2, 0.3, 0.0]))
-        g.norm.weight.copy_(torch.tensor([0.7, 1.5, -0.5, 2.0]))
+        body.norm.bias.copy_(torch.tensor([0.1, -0.2, 0.3, 0.0]))
+        body.norm.weight.copy_(torch.tensor([0.7, 1.5, -0.5, 2.0]))
     P = torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.25, -0.75]])
-    W1, b1 = g.fc1.weight.tolist(), g.fc1.bias.tolist()
-    W2, b2 = g.fc2.weight.tolist(), g.fc2.bias.tolist()
-    gamma, beta = g.norm.weight.tolist(), g.norm.bias.tolist()
+    W1, b1 = body.fc1.weight.tolist(), body.fc1.bias.tolist()
+    W2, b2 = body.fc2.weight.tolist(), body.fc2.bias.tolist()
+    gamma, beta = body.norm.weight.tolist(), body.norm.bias.tolist()
     x = [P[0, 0], P[0, 1], P[0, 2], P[1, 0], P[1, 1], P[1, 2]]  # vec(P): token 0 first, then token 1
     x = [float(v) for v in x]
     h = [math.tanh(sum(W1[j][k] * x[k] for k in range(L * d_a)) + b1[j]) for j in range(hidden)]
@@ -84,7 +98,7 @@ def test_mlp_matches_the_formula_computed_by_hand():
 def test_linear_maps_each_token_alone_and_the_mlp_mixes_tokens():
     lin = make_projector("linear", 3, 4, 5, seed=0)
     P = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
-    W, b = lin.linear.weight, lin.linear.bias
+    W, b = lin.body.weight, lin.body.bias
     assert torch.allclose(lin(P), torch.stack([W @ P[i] + b for i in range(3)]), atol=1e-6)
     Q = P.clone()
     Q[0] += 1.0
@@ -101,8 +115,8 @@ def test_make_projector_is_seeded_and_leaves_the_global_rng_alone():
     b = make_projector("mlp", 3, 4, 5, hidden=6, seed=7)
     c = make_projector("mlp", 3, 4, 5, hidden=6, seed=8)
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
-    assert not torch.equal(a.fc1.weight, c.fc1.weight)
-    with pytest.raises(ValueError, match="unknown projector 'conv'"):
+    assert not torch.equal(a.body.fc1.weight, c.body.fc1.weight)
+    with pytest.raises(KeyError, match="unknown projector 'conv'; registered: \\['linear', 'mlp'"):
         make_projector("conv", 3, 4, 5)
 
 
@@ -120,7 +134,7 @@ def test_distance_training_recovers_a_known_linear_map():
     g = make_projector("linear", 4, 6, 5, seed=0)
     losses = train_distance(g, Pa, Pb, steps=400, lr=0.05, seed=0, log=quiet)
     assert losses[-1] < 1e-3 * losses[0]
-    assert torch.allclose(g.linear.weight, W, atol=1e-2) and torch.allclose(g.linear.bias, b, atol=1e-2)
+    assert torch.allclose(g.body.weight, W, atol=1e-2) and torch.allclose(g.body.bias, b, atol=1e-2)
     fresh = torch.randn(5, 4, 6, generator=torch.Generator().manual_seed(9))  # prompts it never saw
     assert torch.allclose(project(g, fresh), fresh @ W.T + b, atol=5e-2)
 
@@ -223,7 +237,7 @@ def test_task_training_is_deterministic_for_a_seed():
     for _ in range(2):
         g = make_projector("mlp", 3, 6, 16, hidden=8, seed=2, out_scale=0.05)
         results.append((train_task(g, bb, tasks, prompts_a, steps=4, lr=1e-2, seed=5, batch_size=4, log=quiet),
-                        g.fc1.weight.clone()))
+                        g.body.fc1.weight.clone()))
     assert results[0][0] == results[1][0] and torch.equal(results[0][1], results[1][1])
 
 
@@ -240,7 +254,7 @@ def tiny_study(tmp_path):
     """A study on two tiny random backbones of different widths: encoder d=16 -> causal LM d=24."""
     from promptgrid.config import StudyConfig
     from promptgrid.models.loading import wrap_model
-    from promptgrid.pipeline.study import Study
+    from promptgrid.pipeline.context import Study
 
     words = {0: ["good", "great", "nice"], 1: ["bad", "awful", "poor"]}
     for task in ("ta", "tb", "held"):
@@ -261,7 +275,7 @@ def tiny_study(tmp_path):
                      "precision": "fp32"},
         "transfer": {"methods": ["zeroshot"]},
         "cross_model": {"source_backbone": "enc", "target_backbone": "lm", "held_out": ["held"],
-                        "projectors": ["linear", "mlp"], "objectives": ["distance", "task"], "hidden": 8,
+                        "projectors": ["linear", "mlp"], "fits": ["distance", "task"], "hidden": 8,
                         "steps": 3, "lr": 0.01},
     }
     cfg = StudyConfig.from_dict(raw)
@@ -278,8 +292,9 @@ def tiny_study(tmp_path):
     return study, raw
 
 
-def test_cross_model_verbs_write_the_table_and_figure(tmp_path):
+def test_project_jobs_then_collect_and_figure_write_the_table_and_figure(tmp_path):
     from promptgrid.pipeline import crossmodel as xm
+    from promptgrid.pipeline.figures import figure
     from promptgrid.pipeline.prepare import prepare
     from promptgrid.pipeline.train import train
     from promptgrid.storage import layout
@@ -291,14 +306,15 @@ def test_cross_model_verbs_write_the_table_and_figure(tmp_path):
         for b in raw["backbones"]:
             train(study, b, t)
     for p in raw["cross_model"]["projectors"]:
-        for o in raw["cross_model"]["objectives"]:
-            xm.cross_model(study, p, o)
-            for rel in layout.cross_job_outputs(study.cfg, p, o):
+        for f in raw["cross_model"]["fits"]:
+            xm.project(study, p, f)
+            for rel in layout.cross_job_outputs(study.cfg, p, f):
                 assert study.path(rel).exists(), rel
-    table = xm.cross_model_table(study)
+    table = xm.gather(study)  # what the collect verb runs for a study with a cross_model section
     assert list(table.columns) == xm.COLUMNS
-    assert len(table) == 2 * 2 * 1 * 2 * 2  # projectors x objectives x held-out x seeds x modes
+    assert len(table) == 2 * 2 * 1 * 2 * 2  # projectors x fits x held-out x seeds x modes
     assert set(table["mode"]) == {"zeroshot", "init"} and set(table["backbone_b"]) == {"lm"}
+    assert set(table["fit"]) == {"distance", "task"} and "objective" not in table.columns
     baseline = read_table(study.path("parts/lm/train/held.runs.parquet")).set_index("seed")["score"]
     assert (table["baseline_score"] == table["seed"].map(baseline)).all()
     assert (table["gain"] - (table["score"] - table["baseline_score"])).abs().max() < 1e-9
@@ -312,15 +328,16 @@ def test_cross_model_verbs_write_the_table_and_figure(tmp_path):
 
     bb = study.backbone("lm")
     prompt, pmeta = load_prompt(study.path(layout.projected_prompt(study.cfg, "mlp", "task", "zeroshot", "held", 1)))
-    assert prompt.shape == (3, 24) and pmeta["projector"] == "mlp"
+    assert prompt.shape == (3, 24) and pmeta["projector"] == "mlp" and pmeta["fit"] == "task"
     score = score_bank(bb, study.head("lm", "held"), prompt.unsqueeze(0), study.encoded("lm", "held", "test"),
                        "accuracy")[0]
-    row = table[(table.projector == "mlp") & (table.objective == "task") & (table["mode"] == "zeroshot")
+    row = table[(table.projector == "mlp") & (table.fit == "task") & (table["mode"] == "zeroshot")
                 & (table.seed == 1)]
     assert row["score"].item() == pytest.approx(score)
-    xm.cross_model_figure(study)
-    assert study.path("figures/cross_model.png").stat().st_size > 0
-    assert study.path("figures/cross_model.pdf").stat().st_size > 0
+    # the generic figure verb draws the registered kind, one variant: the study's A -> B pair
+    figure(study, "cross_model", "lm")
+    for ext in ("png", "pdf"):
+        assert study.path(layout.figure_file("lm", "cross_model", "enc_to_lm", ext)).stat().st_size > 0
 
 
 def test_cross_model_needs_a_task_to_train_the_projector(tmp_path):
@@ -331,3 +348,102 @@ def test_cross_model_needs_a_task_to_train_the_projector(tmp_path):
     raw["cross_model"]["held_out"] = ["ta", "tb", "held"]
     with pytest.raises(ConfigError, match="cross_model.held_out.*needs at least one task"):
         check_cross_model(StudyConfig.from_dict(raw))
+
+
+# ---------------------------------------------------------------- the registry, the config, the verbs, the DAG
+def test_the_figure_kind_has_a_variant_only_with_a_cross_model_section(tmp_path):
+    from promptgrid.config import StudyConfig
+    from promptgrid.registry import FIGURES
+
+    _, raw = tiny_study(tmp_path)
+    spec = FIGURES.require("cross_model")
+    assert spec.tables == ("cross_model",)
+    assert spec.variants(StudyConfig.from_dict(raw)) == ["enc_to_lm"]
+    assert spec.variants(StudyConfig.from_dict({**raw, "cross_model": None})) == []
+    assert "**enc**" in spec.caption(StudyConfig.from_dict(raw), "enc_to_lm")
+
+
+def test_objectives_is_read_as_fits_with_a_warning(tmp_path):
+    from promptgrid.config import ConfigError, StudyConfig
+
+    _, raw = tiny_study(tmp_path)
+    cm = dict(raw["cross_model"])
+    del cm["fits"]
+    with pytest.warns(FutureWarning, match="'cross_model.objectives' is deprecated: it is called 'cross_model.fits'"):
+        cfg = StudyConfig.from_dict({**raw, "cross_model": {**cm, "objectives": ["task"]}})
+    assert cfg.cross_model.fits == ["task"] and not hasattr(cfg.cross_model, "objectives")
+    assert StudyConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))).cross_model.fits == ["task"]  # config.json
+    with pytest.raises(ConfigError, match="cross_model.objectives'?: is the old name of 'fits'"):
+        StudyConfig.from_dict({**raw, "cross_model": {**cm, "objectives": ["task"], "fits": ["distance"]}})
+    with pytest.raises(ConfigError, match=r"cross_model.fits\[1\]'?: unknown fit 'tune'"):
+        StudyConfig.from_dict({**raw, "cross_model": {**cm, "fits": ["task", "tune"]}})
+
+
+def test_cli_has_one_projector_verb_and_no_cross_model_verbs():
+    from promptgrid.cli import VERBS, build_parser
+
+    assert not [v for v in VERBS if v.startswith("cross")]
+    sub = next(a for a in build_parser()._actions if a.dest == "verb")
+    assert "project" in sub.choices and "cross-model" not in sub.choices
+    args = build_parser().parse_args(["project", "--config", "c.json", "--projector", "mlp", "--fit", "task"])
+    assert (args.projector, args.fit) == ("mlp", "task")
+
+
+def toy_spec():
+    """A projector as a plugin registers one: tanh of a per-token linear map."""
+    from promptgrid.registry import ProjectorSpec
+
+    def build(length, d_a, d_b, hidden, out_scale):
+        return torch.nn.Sequential(torch.nn.Linear(d_a, d_b), torch.nn.Tanh())
+
+    return ProjectorSpec(name="toy", order=9, build=build, summary="tanh(W P_i + b)", paper="none: a test's")
+
+
+def test_a_plugin_projector_is_validated_built_and_fitted(tmp_path, monkeypatch):
+    from promptgrid.config import ConfigError, StudyConfig
+    from promptgrid.registry import PROJECTORS
+
+    _, raw = tiny_study(tmp_path)
+    cm = {**raw["cross_model"], "projectors": ["linear", "toy"]}
+    with pytest.raises(ConfigError, match=r"cross_model.projectors\[1\]'?: unknown projector 'toy'"):
+        StudyConfig.from_dict({**raw, "cross_model": cm})
+    monkeypatch.setitem(PROJECTORS, "toy", toy_spec())
+    assert StudyConfig.from_dict({**raw, "cross_model": cm}).cross_model.projectors == ["linear", "toy"]
+    default = {k: v for k, v in cm.items() if k != "projectors"}
+    assert StudyConfig.from_dict({**raw, "cross_model": default}).cross_model.projectors == ["linear", "mlp", "toy"]
+    g = make_projector("toy", 4, 6, 5, seed=0)
+    assert g(torch.randn(4, 6)).shape == (4, 5)
+    Pa, Pb, _, _ = synthetic_pairs(n=12)
+    losses = train_distance(g, Pa, torch.tanh(Pb), steps=100, lr=0.05, seed=0, log=quiet)
+    assert losses[-1] < 0.5 * losses[0]
+    broken = toy_spec().__class__(name="broken", order=10, summary="", paper="",
+                                  build=lambda length, d_a, d_b, hidden, out_scale: torch.nn.Linear(d_a, d_b + 1))
+    monkeypatch.setitem(PROJECTORS, "broken", broken)
+    with pytest.raises(ValueError, match=r"projector 'broken' returned \(2, 4, 6\).*expected \(2, 4, 5\)"):
+        make_projector("broken", 4, 6, 5)(torch.randn(2, 4, 6))
+
+
+def test_a_plugin_projector_reaches_the_dag(repo, venv_env, tmp_path):
+    """A study names tests/plugins/toy_projector.py: its projector passes the schema and the typed config at DAG
+    build, and the rules schedule its jobs (one per fit), the collect and the generic figure jobs."""
+    import subprocess
+
+    import yaml
+
+    raw = yaml.safe_load((repo / "studies/cross-model.yaml").read_text())
+    raw["study"] = "toy-projector"
+    raw["plugins"] = [str(repo / "tests/plugins/toy_projector.py")]
+    raw["cross_model"]["projectors"] = ["linear", "toy_tanh"]
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump(raw))
+    args = ["all", "-n", "-p", "--configfile", str(study), "--config", f"results_dir={tmp_path}"]
+    out = subprocess.run(["snakemake", *args], cwd=repo, env=venv_env, capture_output=True, text=True, timeout=300)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-3000:]
+    for fit in ("distance", "task"):
+        assert "promptgrid project --config" in text and f"--projector toy_tanh --fit {fit}" in text
+        assert f"parts/crossmodel/minilm_to_smollm2/toy_tanh_{fit}.parquet" in text
+    stats = text.split("Job stats:", 1)[1]
+    assert re.search(r"\ncross_model\s+4\n", stats) and re.search(r"\nfig_cross_model\s+1\n", stats)
+    assert re.search(r"\ncollect\s+1\n", stats)
+    assert "cross_model_table" not in stats

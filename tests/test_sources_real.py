@@ -8,8 +8,8 @@ import pytest
 
 from promptgrid.config import TaskConfig
 from promptgrid.config.study import default_cache_dir
-from promptgrid.data.fetch import SourceUnavailable, fetch_artifact
-from promptgrid.data.prepare import normalise, split_examples
+from promptgrid.data.artifacts import SourceUnavailable, fetch_artifact
+from promptgrid.data.splits import normalise, split_examples
 from promptgrid.registry import SOURCES
 
 #: BIG-bench has its own tests (tests/test_tasks.py): PyPI no longer serves it

@@ -8,7 +8,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "promptgrid"
 #: the layers, bottom up; a module may import its own layer or a lower one, never a higher one
-LAYERS = [("registry", "pearson"), ("config",), ("storage",), ("data",), ("models",), ("engine",), ("objectives",),
+LAYERS = [("registry", "pearson", "protocols"), ("config",), ("storage",), ("data",), ("models",), ("engine",), ("objectives",),
           ("methods", "similarity"), ("analysis", "figures"), ("pipeline",), ("cli",)]
 
 
@@ -87,12 +87,32 @@ def test_the_cycle_finder_sees_function_level_and_importlib_imports():
     tree_edges = import_edges()
     # a function-level import and an import_module(...) call both count as edges
     assert "promptgrid.engine.training" in tree_edges["promptgrid.pipeline.transfer"]
-    assert "promptgrid.pipeline.study" in tree_edges["promptgrid.cli"]
+    assert "promptgrid.pipeline.context" in tree_edges["promptgrid.cli"]
 
 
 def test_imports_only_go_down_the_layers():
     upward = [(m, t) for m, targets in import_edges().items() for t in targets if layer(t) > layer(m)]
     assert not upward, f"imports that go up a layer: {upward}"
+
+
+def private_imports(src: str) -> list:
+    """Underscored names a module imports from promptgrid (``from promptgrid.x import _name``)."""
+    return [a.name for node in ast.walk(ast.parse(src)) if isinstance(node, ast.ImportFrom)
+            and (node.module or "").startswith("promptgrid") for a in node.names
+            if a.name.startswith("_") and not a.name.endswith("__")]  # dunders (__version__) are public
+
+
+def test_no_private_name_is_imported_from_another_module():
+    found = {str(f.relative_to(SRC)): names for f in SRC.rglob("*.py") if (names := private_imports(f.read_text()))}
+    assert found == {}
+    assert private_imports("from promptgrid.models.loading import load, _load_hf") == ["_load_hf"]
+
+
+def test_no_file_name_twice():
+    """Two modules of one name (data/prepare.py and pipeline/prepare.py) would be confused by a reader; the one
+    exception is a package's ``__init__.py``."""
+    names = [f.name for f in SRC.rglob("*.py") if f.name != "__init__.py"]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
 
 
 def test_no_module_over_400_lines():

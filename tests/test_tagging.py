@@ -86,13 +86,13 @@ def test_label_texts():
         "inside location", "begin miscellaneous", "inside miscellaneous"]
     assert ner_label_text("I-WORK_OF_ART") == "inside work of art"
     obj = TaggingObjective(backbone("masked_lm"), conll_cfg(labels={"O": "nothing"}))
-    assert obj.label_texts[0] == "nothing" and obj.metric == "ner_f1"
+    assert obj.label_texts[0] == "nothing" and obj.score_name == "ner_f1"
     # "begin person" -> [begin, person]; scores average the two tokens' logits
     tok = tokenizer()
     assert obj.label_token_ids[1] == tok(" begin person", add_special_tokens=False)["input_ids"]
     assert len(obj.label_token_ids[1]) == 2
-    assert TaggingObjective(backbone("encoder"), squad_cfg()).metric == "squad_f1"
-    assert TaggingObjective(backbone("encoder"), squad_cfg(metric="squad_em")).metric == "squad_em"
+    assert TaggingObjective(backbone("encoder"), squad_cfg()).score_name == "squad_f1"
+    assert TaggingObjective(backbone("encoder"), squad_cfg(score="squad_em")).score_name == "squad_em"
     with pytest.raises(Exception, match="encoder or masked_lm"):
         TaggingObjective(tiny_backbone("causal_lm"), squad_cfg())
 
@@ -261,7 +261,7 @@ def test_a_bank_of_prompts_equals_separate_calls(kind, task):
     assert together == alone
     assert len({tuple(p) for p in together}) > 1  # the prompts disagree, so the check means something
     scores = obj.score(prompts, split, batch_size=8)
-    assert scores == [text2text_score(obj.metric, p, split.targets) for p in alone]
+    assert scores == [text2text_score(obj.score_name, p, split.targets) for p in alone]
     assert scores == [obj.score(prompts[k: k + 1], split, batch_size=64)[0] for k in range(3)]
     assert all(0.0 <= s <= 100.0 for s in scores)
     bf16 = obj.score(prompts, split, batch_size=8, precision="bf16")  # autocast of the frozen model
@@ -403,7 +403,7 @@ def test_tag_names_from_config_and_unknown_tags_named(tmp_path):
     with pytest.raises(ValueError, match="prepare the task again"):
         obj.encode(frame[["id", "text", "targets"]])
     # the tagging columns survive the parquet round trip of split files
-    from promptgrid.data.prepare import load_split, write_splits
+    from promptgrid.data.splits import load_split, write_splits
 
     qa = read_squad(FIX / "squad.jsonl")
     write_splits({"train": qa, "dev": qa, "test": qa}, tmp_path, {"config_hash": "x"})

@@ -17,10 +17,10 @@ import pytest
 from promptgrid.config import TaskConfig
 from promptgrid.config.study import default_cache_dir
 from promptgrid.data import DataError
-from promptgrid.data.fetch import SourceUnavailable, fetch_artifact
-from promptgrid.data.prepare import load_split, normalise, prepare_task, split_examples, split_hash, write_splits
+from promptgrid.data.artifacts import SourceUnavailable, fetch_artifact
 from promptgrid.data.readers import read_local
 from promptgrid.data.sources.bigbench import ARTIFACT, bigbench_index, bigbench_records, extract_bigbench_task
+from promptgrid.data.splits import load_split, normalise, prepare_task, split_examples, split_hash, write_splits
 from promptgrid.registry import SOURCES
 from promptgrid.storage.files import read_table_meta, write_table
 

@@ -58,13 +58,13 @@ def expected_counts(cfg: StudyConfig) -> dict:
     counts.update(collect=1, correlate=1, all=1)
     if cfg.cross_model is not None:
         xm = cfg.cross_model
-        counts.update(cross_model=len(xm.projectors) * len(xm.objectives), cross_model_table=1, fig_cross_model=1)
+        counts.update(cross_model=len(xm.projectors) * len(xm.fits))  # collect gathers them; fig_cross_model below
     n_peft = sum(bb.kind != "masked_lm" for bb in cfg.backbones.values())
     if n_peft:
         counts["export_peft"] = n_peft
     for spec in FIGURES.ordered():
-        if spec.variants(cfg):
-            counts[f"fig_{spec.name}"] = B
+        if spec.variants(cfg):  # one job per backbone it is drawn for (cross_model: backbone B only)
+            counts[f"fig_{spec.name}"] = B if spec.backbones is None else len(spec.drawn_for(cfg))
     return counts
 
 

@@ -1,7 +1,7 @@
 """The ``promptgrid`` command: one verb per pipeline stage, each what one Snakemake rule runs.
 
 Every study verb takes ``--config`` (the study's resolved ``config.json``), loads the plugins it names,
-and calls one function of :mod:`promptgrid.pipeline` with a :class:`~promptgrid.pipeline.study.Study`.
+and calls one function of :mod:`promptgrid.pipeline` with a :class:`~promptgrid.pipeline.context.Study`.
 """
 from __future__ import annotations
 
@@ -24,15 +24,14 @@ VERBS = {
                           "every prompt-only similarity metric for every (source, target) pair"),
     "model-similarity": ("similarity", "model_similarity", ("backbone", "metric", "target?"), ("target",),
                          "one model-based similarity metric for every pair (or every source into each target)"),
-    "collect": ("tables", "collect", (), (), "gather parts into tables/transfer, similarity, curves and gains"),
+    "collect": ("tables", "collect", (), (),
+                "gather parts into tables/transfer, similarity, curves and gains (and cross_model)"),
     "correlate": ("tables", "correlate", (), (), "correlations, metric comparison, retrieval and summary tables"),
     "summarize": ("tables", "summarize", (), (), "print which metric predicts gains best"),
     "figure": ("figures", "figure", ("kind", "backbone"), (), "draw every variant of one figure kind"),
-    "cross-model": ("crossmodel", "cross_model", ("projector", "objective"), (),
-                    "train one cross-model projector and evaluate it on the held-out tasks"),
-    "cross-model-table": ("crossmodel", "cross_model_table", (), (),
-                          "gather the cross-model parts into tables/cross_model.parquet"),
-    "cross-model-figure": ("crossmodel", "cross_model_figure", (), (), "draw the cross-model gain bars"),
+    "project": ("crossmodel", "project", ("projector", "fit"), (),
+                "cross-model transfer: fit one registered projector one way (distance or task) and evaluate it "
+                "on the held-out tasks"),
     "export-peft": ("peft", "export_peft", ("backbone", "prompt", "out"), (),
                     "export a prompt as a PEFT PromptTuning adapter folder"),
     "export-peft-bank": ("peft", "export_peft_bank", ("backbone", "out"), (),
@@ -45,11 +44,10 @@ _TABLE_MODULES = ("promptgrid.analysis.gains", "promptgrid.analysis.correlation"
 #: what each verb imports before its work starts; the "started in" log line times them (per-job overhead).
 #: Table and figure verbs start without torch.
 VERB_MODULES = {
-    "prepare": ("promptgrid.data.prepare",),
+    "prepare": ("promptgrid.data.splits",),
     "prompt-similarity": ("torch", "promptgrid.similarity.prompt_math"),
     "collect": _TABLE_MODULES, "correlate": _TABLE_MODULES, "summarize": _TABLE_MODULES,
-    "figure": ("promptgrid.figures.style",), "cross-model-figure": ("promptgrid.figures.style",),
-    "cross-model-table": (), "check": (), "sources": (), "fetch": ("promptgrid.data.fetch",),
+    "figure": ("promptgrid.figures.style",), "check": (), "sources": (), "fetch": ("promptgrid.data.artifacts",),
 }
 
 
@@ -108,7 +106,7 @@ def main(argv=None) -> int:
     offset = (_process_age() or 0.0) if argv is None else 0.0
     args = build_parser().parse_args(argv)
     _threads()
-    for module in ("promptgrid.pipeline.study", *VERB_MODULES.get(args.verb, _MODEL_MODULES)):
+    for module in ("promptgrid.pipeline.context", *VERB_MODULES.get(args.verb, _MODEL_MODULES)):
         importlib.import_module(module)
     from promptgrid.config import ConfigError
 
@@ -154,7 +152,7 @@ def dispatch(args) -> int:
               f"{len(cfg.targets)} targets, seeds {cfg.seeds}, methods {cfg.transfer.methods}, "
               f"metrics {cfg.metrics.names}")
         return 0
-    from promptgrid.pipeline.study import Study
+    from promptgrid.pipeline.context import Study
 
     module, function, arg_names, many, _ = VERBS[args.verb]
     fn = getattr(importlib.import_module(f"promptgrid.pipeline.{module}"), function)

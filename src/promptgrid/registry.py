@@ -1,20 +1,25 @@
-"""Registries of the four things a study is built from: data sources, transfer methods, similarity metrics,
-figure kinds.
+"""Registries of the five things a study is built from: data sources, transfer methods, similarity metrics,
+figure kinds and cross-model projectors.
 
 Each is one file that registers itself on import (``promptgrid/data/sources/<name>.py``,
-``promptgrid/methods/<name>.py``, ``promptgrid/similarity/<name>.py``, ``promptgrid/figures/<name>.py``, or a
-study's own ``plugins:`` file). Everything else reads the registries: the config loader validates names and builds each
+``promptgrid/methods/<name>.py``, ``promptgrid/similarity/<name>.py``, ``promptgrid/figures/<name>.py``,
+``promptgrid/engine/projectors/<name>.py``, or a study's own ``plugins:`` file). A spec says everything the rest
+of the code needs: a method's says how it runs, how it is judged and how it is drawn, so no other module names
+a method. Everything else reads the registries: the config loader validates names and builds each
 method's typed section, the schema's enums come from them, the layout names their files, the
 Snakemake rules and verbs iterate over them, the palette colours methods from them.
 
-This module imports nothing from promptgrid (it is the bottom layer), so a spec carries callables
+This module imports nothing from promptgrid at run time (it is the bottom layer), so a spec carries callables
 whose own imports run only when they are called. ``promptgrid.pipeline.plugins.load`` imports the
 built-in packages and a study's plugins; the entry points (CLI, Snakefile, tests) call it first.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+if TYPE_CHECKING:  # the contracts the callables below follow (same layer; annotations only)
+    from promptgrid.protocols import MethodContext, SourceReader
 
 
 class Registry(dict):
@@ -44,13 +49,28 @@ def _none(cfg) -> list:
     return []
 
 
+#: how a method's results are judged: ``GAIN`` = its score minus the target's own prompt's (the study's
+#: ``analysis.outcome`` picks which gain: final, early or area between the curves); ``RELATIVE`` = its score
+#: over the target's own, Su et al.'s transferability (for methods that score prompts unchanged)
+GAIN, RELATIVE = "gain", "relative_performance"
+OUTCOMES = (GAIN, RELATIVE)
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """A transfer method: how a target's runs start from the sources.
 
-    ``plan(ctx, backbone, target) -> RunPlan`` builds the runs of a trained method (a prompt bank
-    trained by the engine); ``evaluate(ctx, backbone, target) -> {(source, seed): score}`` scores
-    source prompts unchanged. ``ctx`` is the job's study (``promptgrid.pipeline.study.Study``).
+    How it runs: ``plan(ctx, backbone, target) -> RunPlan`` builds the runs of a trained method (a prompt
+    bank trained by the engine); ``evaluate(ctx, backbone, target) -> {(source, seed): score}`` scores
+    source prompts unchanged. ``ctx`` is the job's study (``promptgrid.protocols.MethodContext``).
+
+    How it is judged: ``outcome`` (``GAIN`` or ``RELATIVE``) is the transfer column every correlation,
+    finding, summary sentence and figure axis reads for it; ``compared_with`` names a method it claims to
+    beat, so the findings report its paired score difference against that one.
+
+    How it is drawn: ``per_source`` methods have one row per source (heatmap rows, bars and curves averaged
+    over sources, and the metric correlations); the others have one mixture row per ``row_sources(cfg)``
+    entry (one bar or line each, no correlation).
     """
 
     name: str
@@ -59,16 +79,34 @@ class MethodSpec:
     colour: tuple  # RGB in [0, 1]: its colour in every figure
     order: int  # its place in legends and bars
     config: Optional[type] = None  # dataclass of its section ``transfer.<name>``
-    plan: Optional[Callable] = None
-    evaluate: Optional[Callable] = None
+    plan: Optional[Callable[[MethodContext, str, str], RunPlan]] = None
+    evaluate: Optional[Callable[[MethodContext, str, str], dict]] = None
     per_source: bool = True  # one result row per source; False: per seed, source = ``row_sources(cfg)``
     row_sources: Callable[[Any], list] = _none
     reads_similarity: Callable[[Any], list] = _none  # similarity metrics whose parts it reads
     reads_methods: tuple = ()  # methods whose runs it reads (PANDA's teachers are vanilla's prompts)
+    outcome: str = GAIN
+    compared_with: Optional[str] = None
+
+    def __post_init__(self):
+        if (self.plan is None) == (self.evaluate is None):
+            raise ValueError(f"method {self.name!r}: give exactly one of plan (trained) and evaluate (scored unchanged)")
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"method {self.name!r}: outcome {self.outcome!r} is none of {list(OUTCOMES)}")
 
     @property
     def trains(self) -> bool:
         return self.plan is not None
+
+    @property
+    def relative(self) -> bool:
+        """Judged on relative performance (score / the target's own score) rather than a gain."""
+        return self.outcome == RELATIVE
+
+    def outcome_column(self, gain: str = GAIN) -> str:
+        """The transfer.parquet column it is judged on: ``gain`` (a gain column, the study's
+        ``analysis.outcome``) for gain methods, ``relative_performance`` for relative ones."""
+        return RELATIVE if self.relative else gain
 
 
 @dataclass(frozen=True)
@@ -113,7 +151,8 @@ class SimilaritySpec:
 class FigureSpec:
     """A figure kind: ``variants(cfg) -> list`` (None = one unsuffixed figure), ``draw(tables, ctx,
     backbone, variant) -> Figure`` with ``tables[name]`` the study tables it reads, and the words the
-    HTML report shows: its category, a caption per variant and labels per variant."""
+    HTML report shows: its category, a caption per variant and labels per variant. ``backbones(cfg) -> list``
+    names the backbones whose folders get it (default: every backbone of the study, drawn from its rows)."""
 
     name: str
     tables: tuple
@@ -123,13 +162,18 @@ class FigureSpec:
     draw: Callable
     caption: Callable[[Any, Any], str]  # (cfg, variant) -> reStructuredText
     labels: Callable[[Any, Any], dict]  # (cfg, variant) -> {column: value} in the report's table
+    backbones: Optional[Callable[[Any], list]] = None
+
+    def drawn_for(self, cfg) -> list:
+        """The backbones this figure kind is drawn for."""
+        return list(cfg.backbones) if self.backbones is None else list(self.backbones(cfg))
 
 
 @dataclass(frozen=True)
 class Artifact:
     """One file a registry serves, pinned: the package, its version, the file's name as served and its sha256."""
 
-    registry: str  # pypi | npm | debian (how promptgrid.data.fetch gets it), or a plugin's own fetcher
+    registry: str  # pypi | npm | debian (how promptgrid.data.artifacts gets it), or a plugin's own fetcher
     package: str
     version: str
     filename: str
@@ -170,7 +214,7 @@ class SourceSpec:
     summary: str
     licence: str
     order: int
-    read: Callable
+    read: SourceReader
     artifact: Optional[Artifact] = None  # None: reads files or datasets the study names (local, hf)
     tasks: dict = field(default_factory=dict)  # path -> SourceTask
     fields: Optional[tuple] = ("text", "label", "id")
@@ -185,3 +229,26 @@ SOURCES = Registry("data source")
 METHODS = Registry("transfer method")
 SIMILARITIES = Registry("similarity metric")
 FIGURES = Registry("figure kind")
+
+
+@dataclass(frozen=True)
+class ProjectorSpec:
+    """A cross-model projector (Su et al.): a trainable map g of a backbone-A prompt P_a (L, d_a) to a
+    backbone-B prompt g(P_a) (L, d_b), named in a study's ``cross_model.projectors``.
+
+    ``build(length, d_a, d_b, hidden, out_scale) -> torch.nn.Module`` makes an untrained one that maps a
+    batch (N, L, d_a) to (N, L, d_b); ``hidden`` is ``cross_model.hidden`` (the width of a hidden layer, for
+    a projector that has one) and ``out_scale`` the typical standard deviation of a row of B's input
+    embeddings (the size its outputs should start at); a projector ignores what it does not use.
+    ``promptgrid.engine.projection.make_projector`` seeds the build, checks the shapes and accepts a
+    single prompt. Registered from ``promptgrid/engine/projectors/<name>.py`` or a study's plugin file.
+    """
+
+    name: str
+    summary: str  # one line: what it computes
+    paper: str  # where it comes from, and how promptgrid deviates
+    order: int  # its place in the defaults and the figure's panels
+    build: Callable
+
+
+PROJECTORS = Registry("projector")

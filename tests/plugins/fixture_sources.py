@@ -5,7 +5,7 @@ that does not exist, so its fetch fails the way a source the registry dropped do
 import shutil
 from pathlib import Path
 
-from promptgrid.data import fetch
+from promptgrid.data import artifacts
 from promptgrid.data.readers import read_local
 from promptgrid.registry import SOURCES, Artifact, SourceSpec, SourceTask
 
@@ -20,7 +20,7 @@ def serve_fixture(art, folder):
     return path
 
 
-fetch.FETCHERS.setdefault("fixture", serve_fixture)
+artifacts.FETCHERS.setdefault("fixture", serve_fixture)
 
 
 def read(task, path, cache_dir):

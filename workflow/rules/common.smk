@@ -11,7 +11,7 @@ from promptgrid.storage import layout
 min_version("9.0")
 
 try:
-    W = Workflow.from_snakemake(config, workflow.configfiles, workflow.source_path("../schemas/config.schema.yaml"))
+    W = Workflow.from_snakemake(config, workflow.configfiles)
 except SchemaError as err:
     raise WorkflowError(str(err))
 except (ConfigError, FileNotFoundError, ValueError) as err:

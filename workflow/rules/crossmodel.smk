@@ -1,19 +1,20 @@
-# Cross-model transfer (Su et al.): project source backbone A's prompts into target backbone B.
-# One job per (projector, objective) trains the projector on the non-held-out tasks' prompts and
-# evaluates it on every held-out task (zero-shot and as initialisation); then one table and one figure.
+# Cross-model transfer (Su et al.), for a study with a cross_model section: project source backbone A's prompts
+# into target backbone B. One job per registered projector (promptgrid.registry.PROJECTORS) x fit fits it on the
+# prompts of the tasks that are not held out and evaluates it on every held-out task (zero-shot and as an
+# initial prompt). The collect job gathers the parts into tables/cross_model; the figure kind cross_model draws it.
 
 if CFG.cross_model is not None:
 
     rule cross_model:
         input:
-            lambda w: W.cross_model_inputs(w.objective),
+            lambda w: W.cross_model_inputs(w.fit),
         output:
-            [R(p) for p in layout.cross_job_outputs(CFG, "{projector}", "{objective}")],
+            [R(p) for p in layout.cross_job_outputs(CFG, "{projector}", "{fit}")],
         log:
-            R(layout.log("crossmodel", "{projector}_{objective}")),
+            R(layout.log("crossmodel", "{projector}_{fit}")),
         wildcard_constraints:
-            projector=W.alternatives(CFG.cross_model.projectors),
-            objective=W.alternatives(CFG.cross_model.objectives),
+            projector=W.alternatives(W.projectors()),
+            fit=W.alternatives(W.fits()),
         conda:
             ENV
         threads: 2
@@ -24,35 +25,5 @@ if CFG.cross_model is not None:
             config=CONFIG_JSON,
             cfg_hash=W.hash("cross_model"),
         shell:
-            "PROMPTGRID_THREADS={threads} promptgrid cross-model --config {params.config:q} "
-            "--projector {wildcards.projector:q} --objective {wildcards.objective:q} > {log:q} 2>&1"
-
-    rule cross_model_table:
-        input:
-            [R(layout.cross_part(CFG, p, o)) for p in CFG.cross_model.projectors for o in CFG.cross_model.objectives],
-        output:
-            R(layout.table(layout.CROSS_TABLE)),
-        log:
-            R(layout.log("crossmodel", "table")),
-        conda:
-            ENV
-        params:
-            config=CONFIG_JSON,
-            cfg_hash=W.hash("cross_model"),
-        shell:
-            "promptgrid cross-model-table --config {params.config:q} > {log:q} 2>&1"
-
-    rule fig_cross_model:
-        input:
-            R(layout.table(layout.CROSS_TABLE)),
-        output:
-            png=report(R(layout.cross_figure("png")), category="Cross-model transfer"),
-            pdf=R(layout.cross_figure("pdf")),
-        log:
-            R(layout.log("figures", "cross_model")),
-        conda:
-            ENV
-        params:
-            config=CONFIG_JSON,
-        shell:
-            "promptgrid cross-model-figure --config {params.config:q} > {log:q} 2>&1"
+            "PROMPTGRID_THREADS={threads} promptgrid project --config {params.config:q} "
+            "--projector {wildcards.projector:q} --fit {wildcards.fit:q} > {log:q} 2>&1"

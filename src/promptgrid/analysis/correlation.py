@@ -8,9 +8,10 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from promptgrid.analysis.gains import _no_duplicates, _require
+from promptgrid.analysis.gains import no_duplicates, require_columns
 from promptgrid.analysis.pooled import compare_within, correlate_within
 from promptgrid.analysis.stats import correlate, retrieval_at_k
+from promptgrid.registry import METHODS
 
 CORRELATION_COLUMNS = ["backbone", "metric", "method", "target", "n", "n_targets",
                        "pearson_r", "pearson_p", "pearson_ci_low", "pearson_ci_high",
@@ -31,13 +32,17 @@ POOLED = "pooled"
 
 def _outcomes(transfer: pd.DataFrame, outcome: str = "gain") -> pd.DataFrame:
     """Seed-mean outcome per (backbone, source, target, method): columns gain (final test gain, what
-    retrieval ranks by) and outcome (``outcome``, or relative performance for zeroshot)."""
-    _require(transfer, ["backbone", "source", "target", "method", "gain", "relative_performance", outcome],
+    retrieval ranks by) and outcome (the column each method's spec is judged on: ``outcome``, or
+    relative performance for a method judged on it)."""
+    require_columns(transfer, ["backbone", "source", "target", "method", "gain", "relative_performance", outcome],
              "transfer")
     key = ["backbone", "source", "target", "method"]
     cols = list(dict.fromkeys(["gain", "relative_performance", outcome]))
     means = transfer.groupby(key, sort=False)[cols].mean().reset_index()
-    means["outcome"] = np.where(means["method"] == "zeroshot", means["relative_performance"], means[outcome])
+    means["outcome"] = np.nan
+    for method in means["method"].unique():
+        rows = means["method"] == method
+        means.loc[rows, "outcome"] = means.loc[rows, METHODS.require(method).outcome_column(outcome)]
     return means[key + ["gain", "outcome"]]
 
 
@@ -45,8 +50,8 @@ def _pairs(similarity: pd.DataFrame, transfer: pd.DataFrame, outcome: str = "gai
     """similarity x seed-mean outcomes, self-pairs dropped: backbone, metric, method, source, target,
     value, gain, outcome. Rows ordered by backbone, metric, method, target, source, each in the order
     of first appearance in the inputs (methods in ``transfer``, the rest in ``similarity``)."""
-    _require(similarity, ["backbone", "source", "target", "metric", "value"], "similarity")
-    _no_duplicates(similarity, ["backbone", "source", "target", "metric"], "similarity")
+    require_columns(similarity, ["backbone", "source", "target", "metric", "value"], "similarity")
+    no_duplicates(similarity, ["backbone", "source", "target", "metric"], "similarity")
     sim = similarity[similarity["source"] != similarity["target"]][["backbone", "source", "target", "metric", "value"]]
     out = _outcomes(transfer, outcome)
     out = out[out["source"] != out["target"]]
@@ -66,7 +71,7 @@ def correlation_table(similarity: pd.DataFrame, transfer: pd.DataFrame, n_permut
 
     similarity: similarity.parquet frame (backbone, source, target, metric, value, ...).
     transfer: transfer.parquet frame (per seed). The outcome is ``outcome`` (a gain column:
-    gain, early_gain or auc_gain), or relative_performance for zeroshot. Pairs with a NaN value or
+    gain, early_gain or auc_gain), or relative_performance for a method judged on it (its spec's outcome). Pairs with a NaN value or
     outcome are dropped (``n`` counts what is left). A
     per-target row correlates over that target's sources (permutation p, bootstrap CI over sources).
     The pooled row has the target as its unit (:mod:`promptgrid.analysis.pooled`): a within-target

@@ -8,8 +8,9 @@ not independent), and says on how many targets it holds:
   have sources of both kinds;
 * ``best_metric``: per method, the similarity metric that ranks first, with its Holm-adjusted p (it was
   picked among many) and the runner-up;
-* ``panda_minus_vanilla``: PANDA's test score minus vanilla transfer's, paired by source, target and
-  seed, averaged within targets first;
+* ``<a>_minus_<b>`` for every method ``a`` whose spec is ``compared_with`` a method ``b`` (PANDA against
+  vanilla transfer): a's test score minus b's, paired by source, target and seed, averaged within
+  targets first;
 * ``best_of_topk_share``: per method, the share of the oracle source's gain that the best of the metric's
   top k sources reaches, over the targets where any source gains.
 """
@@ -19,16 +20,16 @@ import numpy as np
 import pandas as pd
 
 from promptgrid.analysis.pooled import cluster_mean_ci
+from promptgrid.registry import METHODS
 
 FINDINGS_COLUMNS = ["backbone", "finding", "method", "value", "ci_low", "ci_high", "p", "n", "n_targets",
                     "positive_targets", "detail"]
-#: what each method is judged on: the gain over the target's own prompt, except zero-shot (relative
-#: performance, Su et al.); ``analysis.outcome`` picks which gain (see promptgrid.analysis.gains)
-ZEROSHOT_OUTCOME = "relative_performance"
 
 
 def outcome_column(method: str, outcome: str = "gain") -> str:
-    return ZEROSHOT_OUTCOME if method == "zeroshot" else outcome
+    """What ``method`` is judged on (its spec's outcome): the gain column ``outcome`` (``analysis.outcome``,
+    see promptgrid.analysis.gains), or relative performance (Su et al.)."""
+    return METHODS.require(method).outcome_column(outcome)
 
 
 def _row(backbone, finding, method, est: dict, detail: str, p=np.nan) -> dict:
@@ -52,14 +53,14 @@ def family_contrast(transfer: pd.DataFrame, families: dict, outcome: str = "gain
             continue
         diffs = (per_target[True] - per_target[False]).dropna()
         est = cluster_mean_ci(diffs.to_numpy(), diffs.index.to_numpy(), n_bootstrap, seed)
-        unit = "relative performance" if col == ZEROSHOT_OUTCOME else f"{outcome} (score points)"
+        unit = "relative performance" if METHODS.require(method).relative else f"{outcome} (score points)"
         rows.append(_row(backbone, "same_vs_other_family", method, est,
                          f"same-family minus other-family sources, {unit}, mean over the targets with sources of "
                          f"both kinds"))
     return rows
 
 
-def paired_method_difference(transfer: pd.DataFrame, a: str = "panda", b: str = "vanilla", n_bootstrap: int = 1000,
+def paired_method_difference(transfer: pd.DataFrame, a: str, b: str, n_bootstrap: int = 1000,
                              seed: int = 0) -> list:
     """Test score of method ``a`` minus method ``b`` on the same (source, target, seed), averaged within
     targets, CI over targets."""
@@ -106,7 +107,9 @@ def findings_table(transfer: pd.DataFrame, summary: pd.DataFrame, families: dict
                    n_bootstrap: int = 1000, seed: int = 0) -> pd.DataFrame:
     rows = family_contrast(transfer, families, outcome, n_bootstrap, seed)
     rows += from_summary(summary)
-    rows += paired_method_difference(transfer, "panda", "vanilla", n_bootstrap, seed)
+    for spec in METHODS.ordered():  # a method that claims to beat another: its paired difference
+        if spec.compared_with is not None:
+            rows += paired_method_difference(transfer, spec.name, spec.compared_with, n_bootstrap, seed)
     df = pd.DataFrame(rows, columns=FINDINGS_COLUMNS)
     return df
 

@@ -4,11 +4,11 @@ in the shapes of the contracts (transfer / similarity / curves / correlation / r
 
 Conventions shared by every function:
 * self-pairs (source == target) are left out of correlations, comparisons and retrieval;
-* a method's outcome for a (source, target) pair is its mean over seeds; correlations use the
-  gain, except zeroshot, which uses relative_performance (Su et al.'s transferability);
-  retrieval always uses the gain in score points;
-* spot_topk rows (source "top{k}") match no similarity row and so drop out of the
-  correlation, comparison and retrieval tables.
+* a method's outcome for a (source, target) pair is its mean over seeds; correlations use the column
+  its spec is judged on (``MethodSpec.outcome_column``: a gain, or relative_performance, Su et al.'s
+  transferability); retrieval always uses the gain in score points;
+* mixture rows of methods that are not per source (spot_topk's "top{k}") match no similarity row and so
+  drop out of the correlation, comparison and retrieval tables.
 """
 from __future__ import annotations
 
@@ -28,13 +28,13 @@ TRANSFER_COLUMNS = ["backbone", "source", "target", "method", "seed", "score", "
 _DEV_TOL = 1e-9  # dev scores equal up to float noise count as "reached"
 
 
-def _require(df: pd.DataFrame, columns: Sequence[str], name: str) -> None:
+def require_columns(df: pd.DataFrame, columns: Sequence[str], name: str) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ValueError(f"{name} lacks columns {missing} (has {list(df.columns)})")
 
 
-def _no_duplicates(df: pd.DataFrame, key: Sequence[str], name: str) -> None:
+def no_duplicates(df: pd.DataFrame, key: Sequence[str], name: str) -> None:
     dup = df.duplicated(list(key), keep=False)
     if dup.any():
         first = df.loc[dup, list(key)].iloc[0].to_dict()
@@ -44,7 +44,7 @@ def _no_duplicates(df: pd.DataFrame, key: Sequence[str], name: str) -> None:
 def _curve_steps(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     """Per run: the baseline's best dev score, the step it first reached it, and the run's first
     step with dev_score >= that best. Curves are in the curves.parquet format."""
-    _require(curves, ["backbone", "task", "source", "method", "seed", "step", "dev_score"], "curves")
+    require_columns(curves, ["backbone", "task", "source", "method", "seed", "step", "dev_score"], "curves")
     curves = curves.dropna(subset=["dev_score"])
     base = curves[curves["method"] == "baseline"]
     best = base.groupby(["backbone", "task", "seed"], sort=False)["dev_score"].max().rename("best_dev").reset_index()
@@ -93,22 +93,22 @@ def compute_gains(runs: pd.DataFrame, baselines: pd.DataFrame, curves: Optional[
     100); relative_performance = score / baseline_score (NaN if the baseline is 0);
     baseline_steps = first step at which the baseline run reached its own best dev score;
     steps_to_baseline = first step at which this run's dev score >= that best (NaN if never, if
-    the curve is missing, and always for zeroshot); reached_at_start = the run was already there at
+    the curve is missing, and always for a method that scores prompts unchanged); reached_at_start = the run was already there at
     step 0 (its initial prompt matched the baseline's best: no training needed, so no finite speed-up);
     speedup = baseline_steps / steps_to_baseline for runs that reached it after step 0 (NaN otherwise);
-    early_gain and auc_gain are dev-score outcomes (:func:`_curve_outcomes`; NaN without curves and
-    for zeroshot).
+    early_gain and auc_gain are dev-score outcomes (:func:`_curve_outcomes`; NaN without curves, as
+    for a method that scores prompts unchanged).
     """
-    _require(runs, ["backbone", "source", "target", "method", "seed", "score"], "runs")
+    require_columns(runs, ["backbone", "source", "target", "method", "seed", "score"], "runs")
     if "target" not in baselines.columns and "task" in baselines.columns:
         baselines = baselines.rename(columns={"task": "target"})
-    _require(baselines, ["backbone", "target", "seed", "score"], "baselines")
+    require_columns(baselines, ["backbone", "target", "seed", "score"], "baselines")
     unknown = sorted(set(runs["method"]) - set(METHODS))
     if unknown:
         raise ValueError(f"runs: unknown transfer methods {unknown}; registered: {list(METHODS)}")
     key = ["backbone", "source", "target", "method", "seed"]
-    _no_duplicates(runs, key, "runs")
-    _no_duplicates(baselines, ["backbone", "target", "seed"], "baselines")
+    no_duplicates(runs, key, "runs")
+    no_duplicates(baselines, ["backbone", "target", "seed"], "baselines")
 
     base = baselines[["backbone", "target", "seed", "score"]].rename(columns={"score": "baseline_score"})
     df = runs[key + ["score"]].merge(base, on=["backbone", "target", "seed"], how="left")
@@ -129,7 +129,8 @@ def compute_gains(runs: pd.DataFrame, baselines: pd.DataFrame, curves: Optional[
         df = df.merge(_curve_outcomes(runs, curves, early_step), on=key, how="left")
     else:
         df[["baseline_steps", "steps_to_baseline", "early_gain", "auc_gain"]] = np.nan
-    df.loc[df["method"] == "zeroshot", "steps_to_baseline"] = np.nan
+    scored_unchanged = [m for m in df["method"].unique() if not METHODS.require(m).trains]
+    df.loc[df["method"].isin(scored_unchanged), "steps_to_baseline"] = np.nan  # no training, no steps
     steps = df["steps_to_baseline"].to_numpy(np.float64)
     df["reached_at_start"] = steps == 0
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -149,7 +150,7 @@ def aggregate_gains(transfer: pd.DataFrame) -> pd.DataFrame:
     speedup_median. The speed-up columns cover the seeds that reached the baseline after step 0, so
     read them with n_reached and n_reached_at_start.
     """
-    _require(transfer, TRANSFER_COLUMNS, "transfer")
+    require_columns(transfer, TRANSFER_COLUMNS, "transfer")
     key = ["backbone", "source", "target", "method"]
     cols = ["score", "baseline_score", "gain", "rer", "relative_performance", "speedup", "early_gain", "auc_gain"]
     g = transfer.groupby(key, sort=False)

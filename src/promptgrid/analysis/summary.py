@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 
 from promptgrid.analysis.correlation import CORRELATION_COLUMNS, POOLED
-from promptgrid.analysis.gains import _require
+from promptgrid.analysis.gains import require_columns
 from promptgrid.analysis.pooled import holm
+from promptgrid.registry import METHODS
 
 SUMMARY_BASE = ["backbone", "method", "best_metric", "n", "n_targets", "n_metrics", "spearman_rho", "spearman_ci_low",
                 "spearman_ci_high", "spearman_p", "spearman_p_holm", "targets_positive", "runner_up", "runner_up_rho",
@@ -33,7 +34,7 @@ def summary_table(correlation: pd.DataFrame, retrieval: Optional[pd.DataFrame] =
     (mean of best_of_top{k} / oracle over the n_oracle_positive targets whose oracle gain is > 0), and
     n_targets_missing (targets without a finite gain, reported rather than dropped).
     """
-    _require(correlation, CORRELATION_COLUMNS, "correlation")
+    require_columns(correlation, CORRELATION_COLUMNS, "correlation")
     pooled = correlation[(correlation["target"] == POOLED) & correlation["spearman_rho"].notna()]
     per_target = correlation[correlation["target"] != POOLED]
     ks = sorted(retrieval["k"].unique()) if retrieval is not None and len(retrieval) else []
@@ -115,7 +116,7 @@ def summary_text(summary: pd.DataFrame) -> str:
     ks = sorted(int(c[len("best_of_top"):]) for c in summary.columns if c.startswith("best_of_top"))
     sentences = []
     for _, r in summary.iterrows():
-        outcome = "zero-shot relative performance" if r["method"] == "zeroshot" else f"{r['method']} gains"
+        outcome = f"{r['method']} {'relative performance' if METHODS.require(r['method']).relative else 'gains'}"
         s = (f"On {r['backbone']}, {r['best_metric']} ranks first among {int(r['n_metrics'])} metrics for {outcome} "
              f"(within-target Spearman ρ = {_fmt(r['spearman_rho'])} [95% CI over targets {_fmt(r['spearman_ci_low'])}, "
              f"{_fmt(r['spearman_ci_high'])}], {int(r['n'])} pairs on {int(r['n_targets'])} targets; ρ > 0 on "

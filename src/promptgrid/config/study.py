@@ -1,5 +1,5 @@
-"""The whole study config (``StudyConfig``), its typed loader with key-path errors, the JSON-schema check,
-and the per-section config hashes that decide which jobs rerun.
+"""The whole study config (``StudyConfig``), its typed loader with key-path errors, and the per-section config
+hashes that decide which jobs rerun.
 """
 from __future__ import annotations
 
@@ -7,19 +7,20 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import typing
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from promptgrid.config.fields import NAME_PATTERN, NAME_RULE, ConfigError, Section, setting, unoptional
 from promptgrid.config.sections import (
-    _HASH_FREE_TRAINING_KEYS,
-    _HASH_NEUTRAL_TASK_KEYS,
-    RENAMED_VALUES,
+    HASH_FREE_TRAINING_KEYS,
+    HASH_NEUTRAL_TASK_KEYS,
     RETIRED_KEYS,
     AnalysisConfig,
     BackboneConfig,
-    ConfigError,
     CrossModelConfig,
     JobsConfig,
     MetricsConfig,
@@ -28,47 +29,43 @@ from promptgrid.config.sections import (
     TrainingConfig,
     TransferConfig,
 )
-from promptgrid.registry import METHODS, SIMILARITIES, SOURCES
+from promptgrid.registry import METHODS, SOURCES
 
 
 @dataclass
-class StudyConfig:
-    study: str
-    backbones: dict
-    tasks: dict
-    sources: list
-    targets: list
-    seeds: list = field(default_factory=lambda: [0])
-    prompt: PromptConfig = field(default_factory=PromptConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    transfer: TransferConfig = field(default_factory=TransferConfig)
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)
-    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
-    jobs: JobsConfig = field(default_factory=JobsConfig)
-    results_dir: str = "results"
-    cache_dir: Optional[str] = None
-    task_defaults: dict = field(default_factory=dict, metadata={"help": "keys applied to every task unless it sets them"})
-    cross_model: Optional[CrossModelConfig] = None
-    plugins: list = field(default_factory=list, metadata={
-        "help": "Python files that register more transfer methods, similarity metrics or figure kinds "
-                "(promptgrid.registry); relative paths start at the study's working directory"})
+class StudyConfig(Section):
+    """One study: backbones, tasks, the source x target grid, prompt and training settings, seeds, transfer
+    methods and similarity metrics."""
 
-    def __post_init__(self):
-        if not self.study or not all(c.isalnum() or c in "-_." for c in self.study):
-            raise ConfigError("study", f"{self.study!r} must be a non-empty name of letters, digits, '-', '_' or '.'")
-        if not self.backbones:
-            raise ConfigError("backbones", "define at least one backbone")
+    study: str = setting(pattern=NAME_PATTERN, rule=NAME_RULE, help="the study's name: its folder under results_dir")
+    backbones: dict[str, BackboneConfig] = setting(min_items=1, keys=NAME_PATTERN,
+                                                   help="name -> a frozen model prompts are tuned on")
+    tasks: dict[str, TaskConfig] = setting(min_items=1, keys=NAME_PATTERN, help="name -> a task")
+    sources: list[str] = setting(min_items=1, unique=True, help="tasks whose prompts are transferred")
+    targets: list[str] = setting(min_items=1, unique=True, help="tasks prompts are transferred to")
+    seeds: list[int] = setting(default_factory=lambda: [0], min_items=1, unique=True,
+                               help="a prompt is trained per task and seed")
+    prompt: PromptConfig = setting(default_factory=PromptConfig, help="the soft prompt")
+    training: TrainingConfig = setting(default_factory=TrainingConfig, help="prompt tuning")
+    transfer: TransferConfig = setting(default_factory=TransferConfig, help="the transfer methods and their settings")
+    metrics: MetricsConfig = setting(default_factory=MetricsConfig, help="the task-similarity metrics")
+    analysis: AnalysisConfig = setting(default_factory=AnalysisConfig, help="statistics")
+    jobs: JobsConfig = setting(default_factory=JobsConfig, help="how runs are grouped into jobs")
+    results_dir: str = setting("results", help="where results/<study>/ is written")
+    cache_dir: Optional[str] = setting(None, default_doc="$PROMPTGRID_CACHE, else ~/.cache/promptgrid",
+                                       help="downloads and converted models, shared by studies")
+    task_defaults: dict = setting(default_factory=dict, defaults_for=TaskConfig,
+                                  help="task keys applied to every task unless it sets them")
+    cross_model: Optional[CrossModelConfig] = setting(None, help="Su et al.'s cross-model transfer (off if absent)")
+    plugins: list[str] = setting(default_factory=list, help=(
+        "Python files that register more transfer methods, similarity metrics, figure kinds, data sources or "
+        "projectors (promptgrid.registry); relative paths start at the study's working directory"))
+
+    def check(self):
         for role in ("sources", "targets"):
-            names = getattr(self, role)
-            if not names:
-                raise ConfigError(role, "list at least one task")
-            for i, name in enumerate(names):
+            for i, name in enumerate(getattr(self, role)):
                 if name not in self.tasks:
                     raise ConfigError(f"{role}[{i}]", f"task {name!r} is not defined under 'tasks' (defined: {sorted(self.tasks)})")
-            if len(set(names)) != len(names):
-                raise ConfigError(role, "lists a task twice")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ConfigError("seeds", "list at least one seed, each once")
         for name, task in self.tasks.items():
             for bname in task.peft_adapters:
                 if bname not in self.backbones:
@@ -135,12 +132,14 @@ class StudyConfig:
     def section_hash(self, *keys: str, task: Optional[str] = None, backbone: Optional[str] = None) -> str:
         """Short hash of the config parts a job depends on, so a change reruns only those jobs."""
         d = self.to_dict()
-        for key in _HASH_FREE_TRAINING_KEYS:
+        for key in HASH_FREE_TRAINING_KEYS:
             d["training"].pop(key, None)
         for task_dict in d["tasks"].values():
-            for key, neutral in _HASH_NEUTRAL_TASK_KEYS.items():
+            for key, neutral in HASH_NEUTRAL_TASK_KEYS.items():
                 if key in task_dict and task_dict[key] == neutral:
                     del task_dict[key]
+            for old, renamed in TaskConfig.RENAMED.items():  # hashed under its old name: the rename reran nothing
+                task_dict[old] = task_dict.pop(renamed)
         parts = {}
         for k in keys:  # "metrics.panda_examples" picks one value out of a section
             value = d
@@ -172,13 +171,13 @@ def stable_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _check_scalar(value, tp, key):
-    origin = typing.get_origin(tp)
-    if origin is typing.Union:
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _check_scalar(value, args[0], key)
+def _check_type(value, tp, key):
+    """``value`` if it has the annotated type ``tp`` (list items and mapping values too; an int is a float), else a
+    ConfigError at ``key``."""
+    if value is None and unoptional(tp) is not tp:
+        return None
+    tp = unoptional(tp)
+    origin, args = typing.get_origin(tp) or tp, typing.get_args(tp)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp in (int, float, str, bool):
@@ -187,28 +186,37 @@ def _check_scalar(value, tp, key):
         if not isinstance(value, tp):
             raise ConfigError(key, f"expected {tp.__name__}, got {type(value).__name__} {value!r}")
         return value
-    if tp is list or origin is list:
+    if origin is list:
         if not isinstance(value, list):
             raise ConfigError(key, f"expected a list, got {type(value).__name__} {value!r}")
-        return value
-    if tp is dict or origin is dict:
+        return [_check_type(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else value
+    if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(key, f"expected a mapping, got {type(value).__name__} {value!r}")
-        return value
+        return {k: _check_type(v, args[1], f"{key}.{k}") for k, v in value.items()} if args else value
     return value
 
 
-_NESTED = {"prompt": PromptConfig, "training": TrainingConfig, "metrics": MetricsConfig, "analysis": AnalysisConfig,
-           "jobs": JobsConfig, "cross_model": CrossModelConfig}
+def _renamed(cls, raw: dict, prefix: str) -> tuple:
+    """``raw`` with the old keys of ``cls.RENAMED`` under their new names (each with a FutureWarning; both at once
+    is an error), and {new: old} for the keys it renamed."""
+    aliases = {}
+    for old, new in getattr(cls, "RENAMED", {}).items():
+        if old in raw:
+            if new in raw:
+                raise ConfigError(prefix + old, f"is the old name of '{new}', which is set too; keep only '{new}'")
+            warnings.warn(f"config key '{prefix}{old}' is deprecated: it is called '{prefix}{new}' now (same values); "
+                          f"rename it", FutureWarning, stacklevel=3)
+            raw = {(new if k == old else k): v for k, v in raw.items()}
+            aliases[new] = old
+    return raw, aliases
 
 
 def _build_transfer(raw, prefix: str) -> TransferConfig:
     """``transfer``: its method list and, per method with settings, that method's own typed section."""
     if not isinstance(raw, dict):
         raise ConfigError(prefix.rstrip("."), f"expected a mapping, got {type(raw).__name__}")
-    methods = _check_scalar(raw.get("methods", ["zeroshot", "vanilla"]), list, prefix + "methods")
-    for i, m in enumerate(methods):
-        _check_scalar(m, str, f"{prefix}methods[{i}]")
+    methods = _check_type(raw.get("methods", ["zeroshot", "vanilla"]), list[str], prefix + "methods")
     sections = {}
     for name, value in raw.items():
         if name == "methods":
@@ -224,10 +232,15 @@ def _build_transfer(raw, prefix: str) -> TransferConfig:
         raise ConfigError(prefix + err.key, str(err).split(": ", 1)[1]) from None
 
 
-def _build(cls, raw, prefix: str):
+def _build(cls, raw, prefix: str, aliases: Optional[dict] = None):
+    """A ``cls`` from the mapping ``raw`` at key path ``prefix``, led by ``cls``'s annotations: a dataclass field
+    is built in turn, ``dict[str, <dataclass>]`` builds each value, the rest is type-checked; unknown, missing
+    and retired keys fail naming their path. ``aliases``: {new: old} key names the study used (errors name those)."""
     where = prefix.rstrip(".") or "<top level>"
     if not isinstance(raw, dict):
         raise ConfigError(where, f"expected a mapping, got {type(raw).__name__}")
+    raw, more = _renamed(cls, raw, prefix)
+    aliases = {**(aliases or {}), **more}
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for (section, key), instead in RETIRED_KEYS.items():
@@ -236,47 +249,49 @@ def _build(cls, raw, prefix: str):
     unknown = [k for k in raw if k not in fields]
     if unknown:
         raise ConfigError(prefix + str(unknown[0]), f"unknown key (allowed here: {sorted(fields)})")
-    kwargs = {}
-    if cls is StudyConfig and raw.get("task_defaults") is not None:
-        _check_scalar(raw["task_defaults"], dict, "task_defaults")
-        task_keys = {f.name for f in dataclasses.fields(TaskConfig)}
-        for k in raw["task_defaults"]:
-            if k not in task_keys:
-                raise ConfigError(f"task_defaults.{k}", f"unknown task key (allowed: {sorted(task_keys)})")
+    kwargs, defaults = {}, {}  # defaults: section class -> the keys every one of them takes (task_defaults)
     for name, f in fields.items():
-        key = prefix + name
+        key = prefix + aliases.get(name, name)
         if name not in raw:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise ConfigError(key, "is required")
             continue
-        value = raw[name]
-        if name == "transfer" and cls is StudyConfig:
+        value, tp = raw[name], unoptional(hints[name])
+        if tp is TransferConfig:
             kwargs[name] = _build_transfer(value or {}, key + ".")
-            continue
-        if name in _NESTED and cls is StudyConfig:
-            kwargs[name] = None if value is None and name == "cross_model" else _build(_NESTED[name], value or {}, key + ".")
-            continue
-        if cls is StudyConfig and name in ("backbones", "tasks"):
-            item_cls = BackboneConfig if name == "backbones" else TaskConfig
-            _check_scalar(value, dict, key)
-            defaults = raw.get("task_defaults") or {} if name == "tasks" else {}
-            kwargs[name] = {str(k): _build(item_cls, {**defaults, **(v or {})}, f"{key}.{k}.")
-                            for k, v in value.items()}
-            continue
-
-        kwargs[name] = _check_scalar(value, hints[name], key)
-        if name in ("sources", "targets", "text_fields", "names", "plugins"):
-            for i, item in enumerate(kwargs[name]):
-                _check_scalar(item, str, f"{key}[{i}]")
-        if name in ("seeds", "top_k"):
-            for i, item in enumerate(kwargs[name]):
-                _check_scalar(item, int, f"{key}[{i}]")
+        elif dataclasses.is_dataclass(tp):
+            kwargs[name] = None if value is None and tp is not hints[name] else _build(tp, value or {}, key + ".")
+        elif "defaults_for" in f.metadata:  # task_defaults: any task key, each task takes them unless it sets its own
+            item_cls = f.metadata["defaults_for"]
+            kwargs[name], _ = _renamed(item_cls, _check_type(value or {}, dict, key), key + ".")
+            known = {g.name for g in dataclasses.fields(item_cls)}
+            for k in kwargs[name]:
+                if k not in known:
+                    raise ConfigError(f"{key}.{k}", f"unknown task key (allowed: {sorted(known)})")
+            defaults[item_cls] = kwargs[name]
+        elif typing.get_origin(tp) is dict and dataclasses.is_dataclass(typing.get_args(tp)[1]):
+            kwargs[name] = _check_type(value, dict, key)
+        else:
+            kwargs[name] = _check_type(value, hints[name], key)
+    for name, tp in hints.items():  # mappings of sections (backbones, tasks), after task_defaults
+        tp = unoptional(tp)
+        if name in kwargs and typing.get_origin(tp) is dict and dataclasses.is_dataclass(typing.get_args(tp)[1]):
+            item_cls = typing.get_args(tp)[1]
+            built = {}
+            for k, v in kwargs[name].items():
+                item_prefix = f"{prefix}{name}.{k}."
+                own, renamed = _renamed(item_cls, _check_type(v or {}, dict, item_prefix.rstrip(".")), item_prefix)
+                merged = {**defaults.get(item_cls, {}), **own}
+                built[str(k)] = _build(item_cls, merged, item_prefix, renamed)
+            kwargs[name] = built
     try:
         return cls(**kwargs)
     except ConfigError as err:
         if err.key.startswith(prefix) and prefix:
             raise
-        raise ConfigError(prefix + err.key, str(err).split(": ", 1)[1]) from None
+        head = re.match(r"[^.\[]+", err.key).group(0)
+        key = aliases.get(head, head) + err.key[len(head):]
+        raise ConfigError(prefix + key, str(err).split(": ", 1)[1]) from None
 
 
 def load_config(path) -> StudyConfig:
@@ -291,40 +306,3 @@ def load_config(path) -> StudyConfig:
     if raw is None:
         raise ConfigError("<top level>", f"{path} is empty")
     return StudyConfig.from_dict(raw)
-
-
-def schema_errors(raw: dict, schema_path) -> list:
-    """Check ``raw`` against the JSON schema; each error reads "config key 'a.b': message"."""
-    import jsonschema
-    import yaml
-
-    schema = with_registered_names(yaml.safe_load(Path(schema_path).read_text()))
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = [f"config key '{section}.{key}': is no longer a setting: {instead}"
-              for (section, key), instead in RETIRED_KEYS.items()
-              if isinstance(raw.get(section), dict) and key in raw[section]]
-    if errors:
-        return errors
-    for err in sorted(validator.iter_errors(raw), key=lambda e: list(map(str, e.absolute_path))):
-        path = ".".join(str(p) for p in err.absolute_path) or "<top level>"
-        if err.validator == "additionalProperties":
-            extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
-            if extra and err.schema.get("properties"):
-                key = f"{path}.{extra[0]}" if err.absolute_path else extra[0]
-                errors.append(f"config key '{key}': unknown key (allowed here: {sorted(err.schema['properties'])})")
-                continue
-        errors.append(f"config key '{path}': {err.message}")
-    return errors
-
-
-def with_registered_names(schema: dict) -> dict:
-    """The JSON schema with its name enums and per-method sections taken from the registries: the transfer
-    methods (and each one's ``schema`` section), the similarity metrics (old spellings included)."""
-    transfer = schema["properties"]["transfer"]["properties"]
-    transfer["methods"]["items"] = {"enum": list(METHODS)}
-    for name, spec in METHODS.items():
-        if spec.config is not None:
-            transfer[name] = getattr(spec.config, "SCHEMA", {"type": "object"})
-    schema["$defs"]["metric_name"] = {"enum": list(SIMILARITIES) + list(RENAMED_VALUES)}
-    schema["$defs"]["task"]["properties"]["source"] = {"enum": list(SOURCES)}
-    return schema

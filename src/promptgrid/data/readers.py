@@ -11,7 +11,7 @@ import pandas as pd
 
 from promptgrid.config import TaskConfig
 from promptgrid.data import DataError
-from promptgrid.data.fetch import SourceUnavailable, cached_artifact, describe, sha256_of
+from promptgrid.data.artifacts import SourceUnavailable, cached_artifact, describe, sha256_of
 from promptgrid.registry import SOURCES
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")

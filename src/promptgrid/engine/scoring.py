@@ -39,11 +39,11 @@ def batch_indices(n_examples: int, batch_size: int, seed: int, step: int) -> tor
 
 
 # ---------------------------------------------------------------- scoring
-def task_score(pred: torch.Tensor, gold: torch.Tensor, metric: str, n_labels: int) -> float:
+def task_score(pred: torch.Tensor, gold: torch.Tensor, score_name: str, n_labels: int) -> float:
     """Score on a 0-100 scale. pred, gold: (N,)."""
-    if metric == "accuracy":
+    if score_name == "accuracy":
         return 100.0 * (pred == gold).float().mean().item()
-    if metric == "macro_f1":
+    if score_name == "macro_f1":
         f1s = []
         for c in range(n_labels):
             tp = ((pred == c) & (gold == c)).sum().item()
@@ -53,7 +53,7 @@ def task_score(pred: torch.Tensor, gold: torch.Tensor, metric: str, n_labels: in
                 continue
             f1s.append(2 * tp / (2 * tp + fp + fn))
         return 100.0 * sum(f1s) / max(len(f1s), 1)
-    raise ValueError(f"unknown task metric {metric!r}")
+    raise ValueError(f"unknown task score {score_name!r}")
 
 
 def bank_chunks(lengths: list, K: int, batch_size: int):
@@ -112,8 +112,8 @@ def _predict_bank(backbone: Backbone, head: TaskHead, prompts: torch.Tensor, dat
     return out.cpu()
 
 
-def score_bank(backbone, head, prompts, data: EncodedSplit, metric: str, batch_size: int = 64,
+def score_bank(backbone, head, prompts, data: EncodedSplit, score_name: str, batch_size: int = 64,
                precision: str = "fp32") -> list:
     """Task score (0-100) of each of K prompts on ``data``."""
     logits = predict_bank(backbone, head, prompts, data, batch_size, precision)
-    return [task_score(logits[k].argmax(-1), data.labels, metric, head.n_labels) for k in range(prompts.shape[0])]
+    return [task_score(logits[k].argmax(-1), data.labels, score_name, head.n_labels) for k in range(prompts.shape[0])]

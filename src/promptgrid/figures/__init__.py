@@ -2,8 +2,7 @@
 
 A kind file draws from DataFrames (never paths) and registers a :class:`~promptgrid.registry.FigureSpec`:
 the tables it reads, its variants for a study, its report category, caption and labels. ``base`` (light)
-and ``style`` (matplotlib / seaborn) are what the kinds share; ``cross_model`` draws the cross-model study's
-bars, which its own rule wires.
+and ``style`` (matplotlib / seaborn) are what the kinds share.
 """
 #: modules of this package that register nothing (promptgrid.pipeline.plugins skips them)
-HELPERS = ("base", "style", "cross_model")
+HELPERS = ("base", "style")

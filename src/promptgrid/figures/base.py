@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # torch is imported inside the functions that need it: regist
 # the heatmap colour schemes: gains diverge around 0, relative performance around 100 %
 DIVERGING_CMAP = "RdBu"
 SEQUENTIAL_CMAP = "mako_r"
-# families that are not in the config (e.g. "top3" rows of spot_topk) go last, under this name
+# rows that are no configured task (mixture rows of a method that is not per source) go last, under this name
 NO_FAMILY = "(no family)"
 # the target's own prompt: first in legends and bars, always grey
 BASELINE, BASELINE_COLOUR = "baseline", (0.35, 0.35, 0.35)
@@ -40,11 +40,28 @@ def families(cfg) -> dict:
     return {name: t.family for name, t in cfg.tasks.items()}
 
 
-def outcome(method: str) -> tuple[str, str, float]:
-    """Which transfer column a metric is judged against: gain, or relative performance for zeroshot."""
-    if method == "zeroshot":
-        return "relative_performance", "relative performance (%)", 100.0
-    return "gain", "gain (score points)", 1.0
+def outcome(method: str) -> tuple[str, str, float, float]:
+    """How ``method``'s spec says it is judged, for an axis: (transfer column, axis label, scale to the
+    axis's unit, the value of "as good as the target's own prompt" in that unit): the gain in score points
+    (reference 0), or relative performance in % (reference 100)."""
+    if METHODS.require(method).relative:
+        return "relative_performance", "relative performance (%)", 100.0, 100.0
+    return "gain", "gain (score points)", 1.0, 0.0
+
+
+def outcome_words(method: str, gain: str = "gain") -> str:
+    """The outcome ``method`` is judged on, in words for captions and labels."""
+    return "relative performance" if METHODS.require(method).relative else gain
+
+
+def relative_methods(cfg) -> list:
+    """The study's methods judged on relative performance (zero-shot transfer and its kind)."""
+    return [m for m in cfg.transfer.methods if METHODS.require(m).relative]
+
+
+def row_label(method: str, source: str) -> str:
+    """A bar's or line's label for one mixture row of a method that is not per source: 'method (row)'."""
+    return f"{method} ({source})"
 
 
 def require(df: pd.DataFrame, columns: Iterable[str], table: str) -> None:
@@ -71,17 +88,16 @@ def select(df: pd.DataFrame, table: str, **filters) -> pd.DataFrame:
     return out
 
 
-def topk_key(name: str):
-    """'top3' -> 3 so spot_topk rows sort numerically (top2 before top10)."""
-    m = re.fullmatch(r"top(\d+)", str(name))
-    return int(m.group(1)) if m else None
+def natural_key(name) -> tuple:
+    """Sort key that reads digit runs as numbers, so mixture rows sort as people count ('top2' before 'top10')."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(name)))
 
 
 def family_order(tasks: Iterable[str], families: Mapping[str, str]) -> list[tuple[str, str]]:
     """(task, family) sorted by family, families and tasks in the config's (dict) order.
 
-    Tasks absent from ``families`` (e.g. spot_topk's ``top{k}``) come last under NO_FAMILY,
-    top-k rows by k, others by name.
+    Rows absent from ``families`` (mixture rows such as ``top{k}``) come last under NO_FAMILY, in
+    natural order (``top2`` before ``top10``).
     """
     fam_rank = {}
     for fam in families.values():
@@ -90,9 +106,8 @@ def family_order(tasks: Iterable[str], families: Mapping[str, str]) -> list[tupl
 
     def key(task):
         if task in families:
-            return (0, fam_rank[families[task]], task_rank[task], 0, "")
-        k = topk_key(task)
-        return (1, 0, 0, k if k is not None else 10**9, str(task))
+            return (0, fam_rank[families[task]], task_rank[task], ())
+        return (1, 0, 0, natural_key(task))
 
     return [(t, families.get(t, NO_FAMILY)) for t in sorted(set(tasks), key=key)]
 
@@ -127,8 +142,8 @@ def method_sort_key(label: str):
     base = label.split(" ")[0]
     order = method_order()
     rank = order.index(base) if base in order else len(order)
-    k = topk_key(label.split("(")[-1].rstrip(")")) if "(" in label else None
-    return (rank, k if k is not None else -1, label)
+    row = label.split("(")[-1].rstrip(")") if "(" in label else ""
+    return (rank, natural_key(row), label)
 
 
 def best_sources(df: pd.DataFrame, score_col: str, group: Sequence[str]) -> pd.DataFrame:

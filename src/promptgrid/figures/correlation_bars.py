@@ -6,7 +6,15 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from promptgrid.figures.base import JINJA_BACKBONE, figure_labels, per_source_in, require, select, styled
+from promptgrid.figures.base import (
+    JINJA_BACKBONE,
+    figure_labels,
+    outcome_words,
+    per_source_in,
+    require,
+    select,
+    styled,
+)
 from promptgrid.registry import FIGURES, METHODS, FigureSpec
 
 if TYPE_CHECKING:
@@ -71,7 +79,7 @@ def correlation_bars(correlation: pd.DataFrame, backbone: str, method: str, stat
                 ax.text(xi, max(top, yi, 0) + 0.04, "*", ha="center", va="bottom", fontsize="large")
     ax.axhline(0.0, color="black", linewidth=1.0)
     ax.set_ylim(-1.05, 1.12)
-    outcome = "relative performance" if method == "zeroshot" else "gain"
+    outcome = outcome_words(method)
     ax.set_xlabel("similarity metric")
     ax.set_ylabel(f"{symbol} with {outcome} (unitless, −1…1)")
     ax.set_title(style.wrap(f"How well each metric predicts {method} transfer on {backbone}", fig))
@@ -81,7 +89,7 @@ def correlation_bars(correlation: pd.DataFrame, backbone: str, method: str, stat
 
 
 def _caption(cfg, method: str) -> str:
-    outcome = "relative performance" if method == "zeroshot" else f"seed-mean {cfg.analysis.outcome}"
+    outcome = outcome_words(method, f"seed-mean {cfg.analysis.outcome}")
     return (f"How well each similarity metric predicts the outcome of **{method}** ({METHODS.require(method).summary}) "
             "on backbone " + JINJA_BACKBONE + ": bars are the pooled within-target Spearman rho (unitless, -1 to 1: "
             f"each target's sources ranked against each other, self-pairs left out) with the {outcome}, sorted from "

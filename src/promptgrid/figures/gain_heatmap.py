@@ -33,12 +33,14 @@ def gain_heatmap(transfer: pd.DataFrame, families: Mapping[str, str], backbone: 
 
 
 def _caption(cfg, method: str) -> str:
-    return (f"Transfer gain of **{method}** ({METHODS.require(method).summary}) on backbone "
+    spec = METHODS.require(method)
+    rows = ("Rows are source tasks grouped by task family (separator lines, family names on the right, tick labels "
+            "coloured by family)" if spec.per_source else
+            f"Rows are the method's mixtures of sources ({', '.join(map(str, spec.row_sources(cfg)))})")
+    return (f"Transfer gain of **{method}** ({spec.summary}) on backbone "
             + JINJA_BACKBONE + ": each cell is the target's test score with the transferred prompt minus the "
-            "score of the target's own prompt (same seed), averaged over seeds, in score points. Rows are source "
-            "tasks grouped by task family (separator lines, family names on the right, tick labels coloured by "
-            "family) and columns are targets; for methods that mix sources (``spot_topk``) the rows are the "
-            "mixtures instead. Blue cells are positive transfer, red negative, the scale is symmetric around 0, "
+            f"score of the target's own prompt (same seed), averaged over seeds, in score points. {rows} and "
+            "columns are targets. Blue cells are positive transfer, red negative, the scale is symmetric around 0, "
             "and grey cells are pairs that were not run.")
 
 

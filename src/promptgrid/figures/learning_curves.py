@@ -7,11 +7,13 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from promptgrid.figures.base import (
+    BASELINE,
     JINJA_BACKBONE,
     figure_labels,
     method_sort_key,
     per_source_methods,
     require,
+    row_label,
     select,
     styled,
 )
@@ -25,10 +27,10 @@ if TYPE_CHECKING:
 def learning_curves(curves: pd.DataFrame, backbone: str, target: str, sources: str = "mean") -> Figure:
     """Dev score vs. training step on ``target``: the baseline and each transfer method.
 
-    Lines are means over seeds, bands ±1 SD over seeds. vanilla/panda have one run per source:
+    Lines are means over seeds, bands ±1 SD over seeds. Per-source methods (their spec's ``per_source``):
     ``sources="mean"`` (default) averages them over sources at each (seed, step) before the seed
     band; ``sources="best"`` keeps the source whose runs end with the highest seed-mean best dev
-    score. spot_topk gets one line per k. A dotted line marks the baseline's best dev score (what
+    score. A method that is not per source gets one line per mixture row. A dotted line marks the baseline's best dev score (what
     ``steps_to_baseline`` counts the steps to).
     """
     import seaborn as sns
@@ -52,11 +54,11 @@ def learning_curves(curves: pd.DataFrame, backbone: str, target: str, sources: s
                 label = f"{method} (mean of {grp['source'].nunique()} sources)"
             agg = grp.groupby(["seed", "step"], as_index=False)["dev_score"].mean().assign(line=label)
             parts.append(agg)
-        elif method == "spot_topk":
-            for src, sub in grp.groupby("source"):
-                parts.append(sub[["seed", "step", "dev_score"]].assign(line=f"spot_topk ({src})"))
-        else:
+        elif method == BASELINE:
             parts.append(grp.groupby(["seed", "step"], as_index=False)["dev_score"].mean().assign(line=method))
+        else:  # mixture rows: one line each
+            for src, sub in grp.groupby("source"):
+                parts.append(sub[["seed", "step", "dev_score"]].assign(line=row_label(method, src)))
     data = pd.concat(parts, ignore_index=True)
     lines = sorted(data["line"].unique(), key=method_sort_key)
     palette = style.method_palette(lines)

@@ -12,10 +12,11 @@ from promptgrid.figures.base import (
     figure_labels,
     method_sort_key,
     require,
+    row_label,
     select,
     styled,
 )
-from promptgrid.registry import FIGURES, FigureSpec
+from promptgrid.registry import FIGURES, METHODS, FigureSpec
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -23,14 +24,16 @@ if TYPE_CHECKING:
 
 @styled
 def method_bars(transfer: pd.DataFrame, baselines: Optional[pd.DataFrame], backbone: str,
-                methods: Sequence[str] = ("vanilla", "spot_topk", "panda"), best_source: bool = False,
+                methods: Optional[Sequence[str]] = None, best_source: bool = False,
                 include_mean: bool = True) -> Figure:
     """Per-target test scores of prompt tuning (baseline) and each transfer method, error bars over seeds.
 
     ``baselines``: the target's own prompt-tuning scores, columns backbone, target (or task), seed,
-    score; ``None`` takes them from ``transfer.baseline_score``. vanilla/panda (and zeroshot if asked)
-    are averaged over sources per seed; ``best_source`` adds "<method> (best source)" bars, the source
-    with the highest seed-mean score per target; spot_topk gets one bar per k. Bars are seed means,
+    score; ``None`` takes them from ``transfer.baseline_score``. ``methods`` default: every method in
+    ``transfer`` that its spec judges by a gain (methods judged on relative performance score prompts
+    unchanged: their own heatmap shows them), in registry order. Per-source methods are averaged over
+    sources per seed; ``best_source`` adds "<method> (best source)" bars, the source with the highest
+    seed-mean score per target; a method that is not per source gets one bar per mixture row. Bars are seed means,
     error bars ±1 SD over seeds; the "mean" group averages the targets per seed (PANDA's tables).
     """
     import numpy as np
@@ -51,13 +54,15 @@ def method_bars(transfer: pd.DataFrame, baselines: Optional[pd.DataFrame], backb
             bl = select(bl, "baselines", backbone=backbone)
         base = bl.groupby(["target", "seed"], as_index=False)["score"].mean()
     parts = [base.assign(bar="baseline")]
+    if methods is None:
+        methods = [spec.name for spec in METHODS.ordered() if not spec.relative]
     present = [m for m in methods if m in set(tr["method"])]
     for method in present:
         grp = tr[tr["method"] == method]
-        if method == "spot_topk":
+        if not METHODS.require(method).per_source:
             for src, sub in grp.groupby("source"):
                 parts.append(sub.groupby(["target", "seed"], as_index=False)["score"].mean()
-                             .assign(bar=f"spot_topk ({src})"))
+                             .assign(bar=row_label(method, src)))
             continue
         parts.append(grp.groupby(["target", "seed"], as_index=False)["score"].mean().assign(bar=method))
         if best_source:

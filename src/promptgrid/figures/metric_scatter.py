@@ -29,7 +29,7 @@ def metric_scatter(similarity: pd.DataFrame, transfer: pd.DataFrame, backbone: s
                    method: str, max_cols: int = 3) -> Figure:
     """One panel per target: metric value (x) vs. seed-mean gain of ``method`` (y), as SPoT Fig. 5.
 
-    For zeroshot y is relative performance in %. Self-pairs are left out. Each panel has a least-
+    For a method judged on relative performance (its spec's outcome) y is that, in %. Self-pairs are left out. Each panel has a least-
     squares line with a 95 % bootstrap band (seeded) and its Pearson r over sources in the title.
     Panels wrap after ``max_cols`` columns (2.8 in each), so the figure stays legible at report width.
     """
@@ -39,7 +39,7 @@ def metric_scatter(similarity: pd.DataFrame, transfer: pd.DataFrame, backbone: s
     from promptgrid.figures import style
 
     require(similarity, ["backbone", "metric", "source", "target", "value"], "similarity")
-    col, ylabel, scale = outcome(method)
+    col, ylabel, scale, reference = outcome(method)
     require(transfer, ["backbone", "method", "source", "target", col], "transfer")
     sim = select(similarity, "similarity", backbone=backbone, metric=metric)
     tr = select(transfer, "transfer", backbone=backbone, method=method)
@@ -71,8 +71,7 @@ def metric_scatter(similarity: pd.DataFrame, transfer: pd.DataFrame, backbone: s
         ax.set_title(f"{t}\nPearson r = {r_txt}, n = {len(sub)}", fontsize="medium")
         ax.set_xlabel(f"{metric} similarity (unitless)")
         ax.set_ylabel(ylabel)
-        if method != "zeroshot":
-            ax.axhline(0.0, color="0.5", linewidth=0.8, linestyle="--")
+        ax.axhline(reference, color="0.5", linewidth=0.8, linestyle="--")  # as good as the target's own prompt
     fig.suptitle(style.wrap(f"Similarity '{metric}' vs. {method} transfer outcome per target on {backbone}", fig),
                  fontweight="bold")
     return fig
@@ -80,7 +79,8 @@ def metric_scatter(similarity: pd.DataFrame, transfer: pd.DataFrame, backbone: s
 
 def _caption(cfg, variant: str) -> str:
     method, metric = split_variant(cfg, variant)
-    y = "relative performance in %" if method == "zeroshot" else "the seed-mean gain over the target's own prompt"
+    y = ("relative performance in % (the dashed line at 100 % is as good as the target's own prompt)"
+         if METHODS.require(method).relative else "the seed-mean gain over the target's own prompt")
     return (f"Similarity **{metric}** ({SIMILARITIES.require(metric).summary}) against the outcome of **{method}** "
             f"({METHODS.require(method).summary}) on backbone " + JINJA_BACKBONE + " (SPoT Fig. 5): one panel per "
             f"target, one point per source, self-pairs left out. The y axis is {y}. Each panel has a "

@@ -1,38 +1,28 @@
 """PANDA: a fresh target prompt distilled from the vanilla-transferred prompt, weighted by the PANDA metric."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
-from promptgrid.config.sections import ConfigError, check_similarity
+from promptgrid.config.fields import Section, setting
+from promptgrid.config.sections import SIMILARITY_METRICS
 from promptgrid.registry import METHODS, MethodSpec, RunPlan
 
 
 @dataclass
-class PandaConfig:
+class PandaConfig(Section):
     """``transfer.panda``."""
 
-    kd_loss: str = field(default="mse", metadata={"help": "mse (authors' code) | kl"})
-    kd_temperature: float = field(default=2.0, metadata={"help": "KL temperature"})
-    beta: Optional[float] = field(default=None, metadata={"help": "fixed KD weight (ablation); None: from the metric"})
-    beta_metric: str = field(default="panda_sim", metadata={"help": "similarity metric giving T(s, t) for beta"})
-    beta_scale: float = field(default=1.0, metadata={"help": "beta = beta_scale * clip(T, 0, 1)"})
-    kd_weighting: str = field(default="authors", metadata={
-        "help": "authors: loss = task loss + 0.1 * beta * KD / batch_size, as WHU-ZQH/PANDA's trainer_base.py "
-                "weights it (KD = the MSE of the label logits averaged over the batch) | per_example: task loss "
-                "+ beta * KD (promptgrid's earlier weighting, 80-160x stronger at batch 8-16)"})
-
-    SCHEMA = {"type": "object", "additionalProperties": False, "properties": {
-        "kd_loss": {"enum": ["mse", "kl"]}, "kd_temperature": {"type": "number", "exclusiveMinimum": 0},
-        "beta": {"type": ["number", "null"], "minimum": 0}, "beta_metric": {"$ref": "#/$defs/metric_name"},
-        "beta_scale": {"type": "number", "minimum": 0}, "kd_weighting": {"enum": ["authors", "per_example"]}}}
-
-    def __post_init__(self):
-        if self.kd_loss not in ("mse", "kl"):
-            raise ConfigError("kd_loss", f"unknown KD loss {self.kd_loss!r}; choose mse or kl")
-        if self.kd_weighting not in ("authors", "per_example"):
-            raise ConfigError("kd_weighting", f"must be authors or per_example, got {self.kd_weighting!r}")
-        self.beta_metric = check_similarity(self.beta_metric, "beta_metric")
+    kd_loss: str = setting("mse", choices=("mse", "kl"), what="KD loss", help="mse (authors' code) | kl")
+    kd_temperature: float = setting(2.0, gt=0, help="KL temperature")
+    beta: Optional[float] = setting(None, ge=0, help="fixed KD weight (ablation); None: from the metric")
+    beta_metric: str = setting("panda_sim", choices=SIMILARITY_METRICS,
+                               help="similarity metric giving T(s, t) for beta")
+    beta_scale: float = setting(1.0, ge=0, help="beta = beta_scale * clip(T, 0, 1)")
+    kd_weighting: str = setting("authors", choices=("authors", "per_example"), help=(
+        "authors: loss = task loss + 0.1 * beta * KD / batch_size, as WHU-ZQH/PANDA's trainer_base.py weights it (KD "
+        "= the MSE of the label logits averaged over the batch) | per_example: task loss + beta * KD (promptgrid's "
+        "earlier weighting, 80-160x stronger at batch 8-16)"))
 
 
 def panda_beta(similarity: Optional[float], cfg: PandaConfig) -> float:
@@ -87,7 +77,7 @@ def _reads_similarity(cfg) -> list:
 
 METHODS.add(MethodSpec(
     name="panda", order=4, colour=(0.8353, 0.3686, 0.0), config=PandaConfig, plan=plan,
-    reads_similarity=_reads_similarity, reads_methods=("vanilla",),
+    reads_similarity=_reads_similarity, reads_methods=("vanilla",), compared_with="vanilla",
     summary="a fresh target prompt distilled from the vanilla-transferred prompt, weighted by predicted "
             "transferability",
     paper="PANDA (Zhong et al. 2022): KD from the vanilla-transfer teacher, weighted 0.1 * beta * MSE / batch as in "

@@ -2,26 +2,19 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from promptgrid.config.sections import ConfigError, check_similarity
+from promptgrid.config.fields import Section, setting
+from promptgrid.config.sections import SIMILARITY_METRICS
 from promptgrid.registry import METHODS, MethodSpec, RunPlan
 
 
 @dataclass
-class SpotConfig:
+class SpotConfig(Section):
     """``transfer.spot_topk``."""
 
-    k: int = field(default=3, metadata={"help": "number of sources mixed"})
-    metric: str = field(default="cos_avg", metadata={"help": "similarity metric ranking and weighting sources"})
-
-    SCHEMA = {"type": "object", "additionalProperties": False,
-              "properties": {"k": {"type": "integer", "minimum": 1}, "metric": {"$ref": "#/$defs/metric_name"}}}
-
-    def __post_init__(self):
-        if self.k < 1:
-            raise ConfigError("k", "must be >= 1")
-        self.metric = check_similarity(self.metric, "metric")
+    k: int = setting(3, ge=1, help="number of sources mixed")
+    metric: str = setting("cos_avg", choices=SIMILARITY_METRICS, help="similarity metric ranking and weighting sources")
 
 
 def spot_topk_init(source_prompts: dict, similarities: dict, seed: int, cfg: SpotConfig, exclude=()) -> tuple:

@@ -1,7 +1,7 @@
 """Zero-shot transfer (Su et al.'s relative performance): every source prompt scored unchanged on the target."""
 from __future__ import annotations
 
-from promptgrid.registry import METHODS, MethodSpec
+from promptgrid.registry import METHODS, RELATIVE, MethodSpec
 
 
 def evaluate(ctx, backbone: str, target: str) -> dict:
@@ -18,6 +18,6 @@ def evaluate(ctx, backbone: str, target: str) -> dict:
 
 
 METHODS.add(MethodSpec(
-    name="zeroshot", order=1, colour=(0.8, 0.4706, 0.7373), evaluate=evaluate,
+    name="zeroshot", order=1, colour=(0.8, 0.4706, 0.7373), evaluate=evaluate, outcome=RELATIVE,
     summary="each source prompt on the target, unchanged",
     paper="Su et al. 2022, zero-shot transfer; outcome = relative performance (score / baseline score)"))

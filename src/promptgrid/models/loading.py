@@ -65,7 +65,7 @@ def _gguf_cache_folder(resolved: ResolvedModel, cfg: BackboneConfig, cache_dir: 
     return cache_dir / "models" / key
 
 
-def _load_hf(name: str, cfg: BackboneConfig, cache_dir: Path, attention: str = "eager"):
+def load_hf_model(name: str, cfg: BackboneConfig, cache_dir: Path, attention: str = "eager"):
     """Returns (model, tokenizer, revision). GGUF weights are converted once to an fp32 safetensors copy.
     ``attention``: eager | sdpa (:func:`promptgrid.models.precision.resolve_attention`)."""
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM, AutoTokenizer
@@ -141,7 +141,7 @@ def _load_cached(name: str, cfg_key: str, cache_dir: str, attention: str, device
     import json
 
     cfg = BackboneConfig(**json.loads(cfg_key))
-    model, tokenizer, revision = _load_hf(name, cfg, Path(cache_dir), attention)
+    model, tokenizer, revision = load_hf_model(name, cfg, Path(cache_dir), attention)
     return BACKBONE_CLASSES[cfg.kind](name, cfg, model.to(device), tokenizer, revision)
 
 

@@ -22,12 +22,12 @@ class ClassificationObjective:
     :func:`promptgrid.engine.training.kd_loss`, so results are bit-identical to calling those directly.
     """
 
-    def __init__(self, backbone: Backbone, head: TaskHead, metric: str = "accuracy"):
-        self.backbone, self.head, self.metric = backbone, head, metric
+    def __init__(self, backbone: Backbone, head: TaskHead, score_name: str = "accuracy"):
+        self.backbone, self.head, self.score_name = backbone, head, score_name
 
     @classmethod
     def from_config(cls, backbone: Backbone, task_cfg: TaskConfig) -> ClassificationObjective:
-        return cls(backbone, backbone.task_head(task_cfg.label_texts), task_cfg.metric)
+        return cls(backbone, backbone.task_head(task_cfg.label_texts), task_cfg.score)
 
     def encode(self, frame: pd.DataFrame) -> scoring.EncodedSplit:
         return scoring.encode_split(self.backbone, frame["text"], frame["label"])
@@ -42,4 +42,4 @@ class ClassificationObjective:
 
     def score(self, prompts: torch.Tensor, split, batch_size: int = 64, precision: str = "fp32") -> list:
         # looked up on the module at call time, so tools that wrap scoring.score_bank (bench/) see every call
-        return scoring.score_bank(self.backbone, self.head, prompts, split, self.metric, batch_size, precision)
+        return scoring.score_bank(self.backbone, self.head, prompts, split, self.score_name, batch_size, precision)

@@ -59,11 +59,11 @@ class RegressionObjective:
         if len(task_cfg.label_texts) != 2:
             raise ObjectiveError(f"a regression task needs exactly two label words (low, high); got "
                                  f"{task_cfg.label_texts}")
-        self.backbone, self.metric = backbone, task_cfg.metric
+        self.backbone, self.score_name = backbone, task_cfg.score
         self.head = head if head is not None else backbone.task_head(task_cfg.label_texts)
         self.low, self.high = task_cfg.label_range
-        if self.metric not in ("pearson", "spearman"):
-            raise ObjectiveError(f"unknown regression metric {self.metric!r}; choose pearson or spearman")
+        if self.score_name not in ("pearson", "spearman"):
+            raise ObjectiveError(f"unknown regression score {self.score_name!r}; choose pearson or spearman")
 
     def encode(self, frame: pd.DataFrame) -> ScoreSplit:
         return ScoreSplit(self.backbone.input_ids(list(frame["text"])),
@@ -97,6 +97,6 @@ class RegressionObjective:
 
     def score(self, prompts: torch.Tensor, split: ScoreSplit, batch_size: int = 64, precision: str = "fp32") -> list:
         preds = self.predict(prompts, split, batch_size, precision)
-        corr = pearson if self.metric == "pearson" else spearman
+        corr = pearson if self.score_name == "pearson" else spearman
         gold = split.labels.numpy()
         return [100.0 * corr(preds[k].numpy(), gold) for k in range(preds.shape[0])]

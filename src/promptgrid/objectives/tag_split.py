@@ -92,7 +92,7 @@ class TagSplit:
         return [len(w) - len(p) for w, p in zip(self.words, self.word_pos)]
 
 
-class _HeadInput(Exception):
+class HeadInputCaught(Exception):
     """Carries the input of the output-embedding layer out of a masked LM's forward pass."""
 
     def __init__(self, value):
@@ -100,7 +100,7 @@ class _HeadInput(Exception):
         self.value = value
 
 
-def _special_layout(tokenizer, pair: bool) -> list:
+def special_layout(tokenizer, pair: bool) -> list:
     """The special tokens around one or two sequences, read off the tokenizer: [prefix, (middle,)
     suffix] id lists, e.g. BERT ``[[CLS]], [[SEP]], [[SEP]]`` for a pair."""
     enc = tokenizer("a", "b", return_special_tokens_mask=True) if pair else \
@@ -117,7 +117,7 @@ def _special_layout(tokenizer, pair: bool) -> list:
     return parts
 
 
-def _column(frame: pd.DataFrame, needed: Sequence[str], kind: str) -> None:
+def require_columns(frame: pd.DataFrame, needed: Sequence[str], kind: str) -> None:
     missing = [c for c in needed if c not in frame.columns]
     if missing:
         raise ValueError(f"{kind} tagging needs the frame columns {list(needed)} that "

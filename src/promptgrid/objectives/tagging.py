@@ -79,12 +79,12 @@ from promptgrid.objectives.tag_split import (
     DEFAULT_MAX_ANSWER_WORDS,
     DEFAULT_MAX_QUESTION_TOKENS,
     QA_TAGS,
+    HeadInputCaught,
     TagSplit,
-    _column,
-    _HeadInput,
-    _special_layout,
     best_span,
     ner_label_text,
+    require_columns,
+    special_layout,
 )
 from promptgrid.objectives.text_scores import text2text_score
 
@@ -92,7 +92,7 @@ from promptgrid.objectives.text_scores import text2text_score
 class TaggingObjective:
     """Span QA / NER as word tagging on ``encoder`` and ``masked_lm`` backbones (module docstring).
 
-    The duck-typed objective of :mod:`promptgrid.objectives`: ``metric``, ``encode``,
+    The duck-typed objective of :mod:`promptgrid.objectives`: ``score_name``, ``encode``,
     ``forward``, ``kd``, ``score``. No parameters besides the prompt: tag scores come from the
     frozen model's own head (masked LM) or its label-text embeddings (encoder).
     """
@@ -103,13 +103,13 @@ class TaggingObjective:
                                 f"masked_lm backbone")
         self.backbone, self.kind = backbone, task_cfg.kind
         if self.kind == "ner":
-            self.metric = "ner_f1"
+            self.score_name = "ner_f1"
             self.tag_names = [str(t) for t in (getattr(task_cfg, "tag_names", None) or CONLL2003_NER_LABELS)]
             if "O" not in self.tag_names:
                 raise ValueError(f"tag_names {self.tag_names} has no 'O' tag")
             default_text = ner_label_text
         elif self.kind == "span_qa":
-            self.metric = "squad_em" if getattr(task_cfg, "metric", None) == "squad_em" else "squad_f1"
+            self.score_name = "squad_em" if getattr(task_cfg, "score", None) == "squad_em" else "squad_f1"
             self.tag_names = list(QA_TAGS)
             default_text = str
         else:
@@ -142,7 +142,7 @@ class TaggingObjective:
             self.label_embeddings = backbone.task_head(self.label_texts).label_embeddings  # (C, h), unit norm
         # masked LMs: backbone.input_ids drops the leading [CLS] (prompted_inputs puts it before the prompt)
         self._drop_first = backbone.kind == "masked_lm" and tok.cls_token_id is not None
-        self._layout = _special_layout(tok, pair=self.kind == "span_qa")
+        self._layout = special_layout(tok, pair=self.kind == "span_qa")
         if self._drop_first and not self._layout[0]:
             raise BackboneError(f"backbone '{backbone.name}': the tokenizer puts no special token first, but the "
                                 f"masked-LM layout drops the first token")
@@ -187,7 +187,7 @@ class TaggingObjective:
         """Tokenize a span_qa / ner frame (:mod:`promptgrid.models.generation`, with its tagging columns)."""
         targets = [[str(x) for x in t] for t in frame["targets"]]
         if self.kind == "ner":
-            _column(frame, CONLL_EXTRA_COLUMNS, "ner")
+            require_columns(frame, CONLL_EXTRA_COLUMNS, "ner")
             split = TagSplit([], [], [], [], targets)
             for row, (tokens, tags) in enumerate(zip(frame["tokens"], frame["tags"])):
                 tokens, tags = [str(t) for t in tokens], [str(t) for t in tags]
@@ -201,7 +201,7 @@ class TaggingObjective:
                 split.tags.append([self.tag_index[t] for t in tags[: len(pos)]])
                 split.words.append(tokens)
             return split
-        _column(frame, SQUAD_EXTRA_COLUMNS, "span_qa")
+        require_columns(frame, SQUAD_EXTRA_COLUMNS, "span_qa")
         split = TagSplit([], [], [], [], targets, contexts=[], word_starts=[])
         prefix, middle, suffix = self._layout
         budget = self.backbone.cfg.max_length - len(prefix) - len(middle) - len(suffix)
@@ -238,12 +238,12 @@ class TaggingObjective:
             return model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
 
         def catch(module, args):
-            raise _HeadInput(args[0])
+            raise HeadInputCaught(args[0])
 
         handle = model.get_output_embeddings().register_forward_pre_hook(catch)
         try:
             model(inputs_embeds=embeds, attention_mask=mask)
-        except _HeadInput as caught:
+        except HeadInputCaught as caught:
             return caught.value
         finally:
             handle.remove()
@@ -329,6 +329,6 @@ class TaggingObjective:
         return out
 
     def score(self, prompts: torch.Tensor, split: TagSplit, batch_size: int = 64, precision: str = "fp32") -> list:
-        """The metric (0-100) of each of K prompts (K, L, d) on the split."""
-        return [text2text_score(self.metric, preds, split.targets)
+        """The task's score (0-100) of each of K prompts (K, L, d) on the split."""
+        return [text2text_score(self.score_name, preds, split.targets)
                 for preds in self.predict(prompts, split, batch_size, precision)]

@@ -46,11 +46,11 @@ class TextObjective:
         if backbone.kind not in TEXT_BACKBONES:
             raise ObjectiveError(f"backbone '{backbone.name}' is a {backbone.kind} model; text-to-text "
                                  f"{task_cfg.kind} needs a causal_lm or seq2seq backbone")
-        from promptgrid.objectives.text_scores import TEXT_METRICS
+        from promptgrid.objectives.text_scores import TEXT_SCORES
 
-        if task_cfg.metric not in TEXT_METRICS:
-            raise ObjectiveError(f"unknown text-to-text metric {task_cfg.metric!r}; choose one of {list(TEXT_METRICS)}")
-        self.backbone, self.metric, self.max_new_tokens = backbone, task_cfg.metric, task_cfg.max_new_tokens
+        if task_cfg.score not in TEXT_SCORES:
+            raise ObjectiveError(f"unknown text-to-text score {task_cfg.score!r}; choose one of {list(TEXT_SCORES)}")
+        self.backbone, self.score_name, self.max_new_tokens = backbone, task_cfg.score, task_cfg.max_new_tokens
 
     def encode(self, frame: pd.DataFrame) -> TextSplit:
         texts = [str(t) for t in frame["text"]]
@@ -87,5 +87,5 @@ class TextObjective:
     def score(self, prompts: torch.Tensor, split: TextSplit, batch_size: int = 64, precision: str = "fp32") -> list:
         from promptgrid.objectives.text_scores import text2text_score
 
-        return [text2text_score(self.metric, preds, split.targets)
+        return [text2text_score(self.score_name, preds, split.targets)
                 for preds in self.predict(prompts, split, batch_size, precision)]

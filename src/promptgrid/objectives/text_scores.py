@@ -8,7 +8,8 @@ import string
 from collections import Counter
 from typing import Sequence
 
-TEXT_METRICS = ("squad_em", "squad_f1", "ner_f1")
+#: the task scores (``tasks.<name>.score``) of generated texts
+TEXT_SCORES = ("squad_em", "squad_f1", "ner_f1")
 
 
 _PUNCT = set(string.punctuation)
@@ -98,15 +99,15 @@ def ner_scores(predictions: Sequence[str], targets: Sequence, case_sensitive: bo
     return {"precision": 100 * precision, "recall": 100 * recall, "f1": 100 * f1}
 
 
-def text2text_score(metric: str, predictions: Sequence[str], targets: Sequence) -> float:
+def text2text_score(score_name: str, predictions: Sequence[str], targets: Sequence) -> float:
     """The dev/test score (0-100) of generated texts: ``squad_em``, ``squad_f1`` or ``ner_f1``."""
-    if metric == "squad_em":
+    if score_name == "squad_em":
         return squad_scores(predictions, targets)["exact_match"]
-    if metric == "squad_f1":
+    if score_name == "squad_f1":
         return squad_scores(predictions, targets)["f1"]
-    if metric == "ner_f1":
+    if score_name == "ner_f1":
         return ner_scores(predictions, targets)["f1"]
-    raise ValueError(f"unknown text-to-text metric {metric!r}; choose one of {list(TEXT_METRICS)}")
+    raise ValueError(f"unknown text-to-text score {score_name!r}; choose one of {list(TEXT_SCORES)}")
 
 
 def _check_lengths(predictions, targets) -> None:

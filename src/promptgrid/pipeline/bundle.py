@@ -36,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from promptgrid.pipeline.study import Study
+from promptgrid.pipeline.context import Study
 from promptgrid.storage import layout
 from promptgrid.storage.files import atomic_write_text, read_table, read_table_meta
 
@@ -202,10 +202,10 @@ def _save_backbone(name: str, bcfg, cache_dir: Path, folder: Path, dtype: str, p
     import torch
 
     # the loader every job uses; a private helper because load_backbone caches and wraps the model
-    from promptgrid.models.loading import _load_hf
+    from promptgrid.models.loading import load_hf_model
 
     torch.manual_seed(0)  # as Study.backbone: any weight the checkpoint lacks is initialised as a job's would be
-    model, tokenizer, revision = _load_hf(name, bcfg, cache_dir)
+    model, tokenizer, revision = load_hf_model(name, bcfg, cache_dir)
     stored = getattr(torch, DTYPES[dtype])
     # as Module.to does: floating tensors take the stored dtype, integer buffers keep theirs
     expected = {k: v.detach().to(stored) if v.is_floating_point() else v.detach()
@@ -218,7 +218,7 @@ def _save_backbone(name: str, bcfg, cache_dir: Path, folder: Path, dtype: str, p
         raise BundleError(f"backbone '{name}': saving {bcfg.model!r} wrote {stray}; a bundle holds safetensors only")
     del model
     bundled = dataclasses.replace(bcfg, model=str(folder), revision=None, gguf_file=None)
-    reloaded, tok2, _ = _load_hf(name, bundled, cache_dir)
+    reloaded, tok2, _ = load_hf_model(name, bundled, cache_dir)
     got = reloaded.state_dict()
     compute = getattr(torch, bcfg.dtype)
     if set(got) != set(expected):

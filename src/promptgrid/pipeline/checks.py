@@ -99,7 +99,7 @@ def write_resolved_config(cfg: StudyConfig) -> str:
 
 def check_cross_model(cfg: StudyConfig, required: bool = False) -> None:
     """What the config dataclass cannot check on its own: a projector needs tasks to learn from.
-    ``required``: a cross-model verb runs, so the section must exist."""
+    ``required``: a cross-model job runs, so the section must exist."""
     cm = cfg.cross_model
     if cm is None:
         if required:
@@ -110,12 +110,12 @@ def check_cross_model(cfg: StudyConfig, required: bool = False) -> None:
                                                   f"the projector needs at least one task to train on")
     if cm.source_backbone == cm.target_backbone:
         raise ConfigError("cross_model.target_backbone", "must differ from source_backbone")
-    if "task" in cm.objectives:
+    if "task" in cm.fits:
         other = [t for t in projector_tasks(cfg) if cfg.tasks[t].kind != "classification"]
         if other:
-            raise ConfigError("cross_model.objectives", f"the 'task' objective trains the projector through "
-                                                        f"classification heads; tasks {other} are not "
-                                                        f"classification tasks (hold them out or use 'distance')")
+            raise ConfigError("cross_model.fits", f"the 'task' fit trains the projector through classification "
+                                                  f"heads; tasks {other} are not classification tasks (hold them "
+                                                  f"out or use 'distance')")
 
 
 def projector_tasks(cfg: StudyConfig) -> list:

@@ -3,7 +3,7 @@ inputs, outputs and config hash — so the ``.smk`` files only wire (paths come 
 :mod:`promptgrid.storage.layout`, hashes from :mod:`promptgrid.config.stages`, what exists from the
 registries).
 
-``Workflow.from_snakemake(config, configfiles, schema)`` is the one call ``workflow/rules/common.smk``
+``Workflow.from_snakemake(config, configfiles)`` is the one call ``workflow/rules/common.smk``
 makes: it loads the plugins the config names, checks the config (schema with the registries' names,
 then the typed loader, then the inputs on disk), writes the resolved ``config.json`` every job reads
 and the report captions, and returns the helper the rules use.
@@ -34,9 +34,9 @@ class Workflow:
         self.root = str(cfg.study_dir)
 
     @classmethod
-    def from_snakemake(cls, raw: dict, configfiles: list, schema_path) -> Workflow:
+    def from_snakemake(cls, raw: dict, configfiles: list) -> Workflow:
         plugins.load(raw)
-        errors = schema_errors(raw, schema_path)
+        errors = schema_errors(raw)
         if errors:
             raise SchemaError("invalid study config:\n  " + "\n  ".join(errors))
         cfg = StudyConfig.from_dict(raw)
@@ -142,18 +142,32 @@ class Workflow:
                 parts += [self.R(layout.method_runs(b, m, t)) for t in self.cfg.targets]
                 if METHODS[m].trains:
                     parts += [self.R(layout.method_curves(b, m, t)) for t in self.cfg.targets]
-        return parts
+        return parts + [self.R(p) for p in layout.cross_parts(self.cfg)]
 
-    def cross_model_inputs(self, objective: str) -> list:
+    def collect_outputs(self) -> dict:
+        """The tables ``collect`` writes: transfer, similarity, curves, gains, and cross_model for a study with a
+        ``cross_model`` section."""
+        names = ["transfer", "similarity", "curves", "gains"]
+        names += [layout.CROSS_TABLE] if self.cfg.cross_model is not None else []
+        return {name: self.R(layout.table(name)) for name in names}
+
+    def projectors(self) -> list:
+        """The registered projectors the study's ``cross_model`` trains (none without one)."""
+        return [] if self.cfg.cross_model is None else list(self.cfg.cross_model.projectors)
+
+    def fits(self) -> list:
+        return [] if self.cfg.cross_model is None else list(self.cfg.cross_model.fits)
+
+    def cross_model_inputs(self, fit: str) -> list:
         """A's prompts of every task; B's baselines of the held-out tasks; B's prompts of the projector's tasks
-        (distance) or their data (task tuning)."""
+        (the distance fit) or their data (the task fit)."""
         cm = self.cfg.cross_model
         a, b = cm.source_backbone, cm.target_backbone
         train_tasks = checks.projector_tasks(self.cfg)
         inputs = [p for t in train_tasks + list(cm.held_out) for p in self.task_prompts(a, t)]
         inputs += [self.R(layout.train_runs(b, t)) for t in cm.held_out]
         inputs += [d for t in cm.held_out for d in self.task_data(t)]
-        if objective == "distance":
+        if fit == "distance":
             inputs += [p for t in train_tasks for p in self.task_prompts(b, t)]
         else:
             inputs += [d for t in train_tasks for d in self.task_data(t)]
@@ -191,11 +205,10 @@ class Workflow:
 
     def final_outputs(self) -> list:
         out = [self.R(layout.table(t)) for t in layout.TABLES] + self.peft_outputs()
-        out += [f for b in self.backbones for kind in self.figure_kinds() for ext in ("png", "pdf")
-                for f in self.figure_outputs(kind, ext, b)]
+        out += [f for kind in self.figure_kinds() for b in FIGURES.require(kind).drawn_for(self.cfg)
+                for ext in ("png", "pdf") for f in self.figure_outputs(kind, ext, b)]
         if self.cfg.cross_model is not None:
             out += [self.R(layout.table(layout.CROSS_TABLE))]
-            out += [self.R(layout.cross_figure(ext)) for ext in ("png", "pdf")]
         return out
 
     def write_captions(self) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import time
 
-from promptgrid.data.fetch import fetch_artifact, sha256_of
-from promptgrid.pipeline.study import Study
+from promptgrid.data.artifacts import fetch_artifact, sha256_of
+from promptgrid.pipeline.context import Study
 from promptgrid.registry import SOURCES
 from promptgrid.storage import layout
 from promptgrid.storage.files import atomic_write_text

@@ -2,7 +2,7 @@
 per kind, not per panel). Generic over the figure registry (:data:`promptgrid.registry.FIGURES`)."""
 from __future__ import annotations
 
-from promptgrid.pipeline.study import Study
+from promptgrid.pipeline.context import Study
 from promptgrid.registry import FIGURES
 from promptgrid.storage import layout
 from promptgrid.storage.files import read_table

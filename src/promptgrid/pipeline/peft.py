@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from promptgrid.pipeline.study import Study
+from promptgrid.pipeline.context import Study
 from promptgrid.storage import layout
 from promptgrid.storage.files import load_prompt, save_prompt
 

@@ -1,6 +1,7 @@
-"""Loading what registers itself: the built-in data sources, methods, similarity metrics and figure kinds, and a study's
-own ``plugins:`` files. Every entry point (the CLI, the Snakefile, the tests) loads them before it reads a
-config, because the config is validated against the registries (:mod:`promptgrid.registry`)."""
+"""Loading what registers itself: the built-in data sources, methods, similarity metrics, figure kinds and
+cross-model projectors, and a study's own ``plugins:`` files. Every entry point (the CLI, the Snakefile, the
+tests) loads them before it reads a config, because the config is validated against the registries
+(:mod:`promptgrid.registry`)."""
 from __future__ import annotations
 
 import importlib
@@ -11,12 +12,14 @@ import sys
 from pathlib import Path
 
 import promptgrid.data.sources
+import promptgrid.engine.projectors
 import promptgrid.figures
 import promptgrid.methods
 import promptgrid.similarity
 
 #: the packages whose every module registers one thing
-BUILTIN_PACKAGES = (promptgrid.data.sources, promptgrid.methods, promptgrid.similarity, promptgrid.figures)
+BUILTIN_PACKAGES = (promptgrid.data.sources, promptgrid.methods, promptgrid.similarity, promptgrid.figures,
+                    promptgrid.engine.projectors)
 
 
 def load_builtins() -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import time
 
-from promptgrid.pipeline.study import Study
+from promptgrid.pipeline.context import Study
 
 
 # ---------------------------------------------------------------- verbs
 def prepare(study: Study, task: str) -> None:
-    from promptgrid.data.prepare import prepare_task, write_splits
     from promptgrid.data.readers import source_record
+    from promptgrid.data.splits import prepare_task, write_splits
 
     cfg = study.cfg
     if task not in cfg.tasks:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from promptgrid.pipeline.study import Study
+from promptgrid.pipeline.context import Study
 from promptgrid.registry import SIMILARITIES
 from promptgrid.storage import layout
 from promptgrid.storage.files import write_table

@@ -9,8 +9,8 @@ from typing import Mapping, Optional
 
 import pandas as pd
 
+from promptgrid.pipeline.context import Study
 from promptgrid.pipeline.similarity import SIMILARITY_COLUMNS
-from promptgrid.pipeline.study import Study
 from promptgrid.registry import METHODS
 from promptgrid.storage import layout
 from promptgrid.storage.files import atomic_path, atomic_write_bytes, read_table, read_table_meta, write_table
@@ -28,7 +28,8 @@ def _read_all(study: Study, rels, metas: Optional[list] = None) -> pd.DataFrame:
 
 
 def collect(study: Study) -> None:
-    """Gather every part into tables/transfer, similarity and curves."""
+    """Gather every part into tables/transfer, similarity, curves and gains (and cross_model, for a study with a
+    ``cross_model`` section)."""
     from promptgrid.analysis.gains import aggregate_gains, compute_gains
 
     cfg = study.cfg
@@ -55,6 +56,10 @@ def collect(study: Study) -> None:
     write_table(aggregate_gains(transfer), study.path(layout.table("gains")), meta)
     print(f"[collect] transfer {len(transfer)} rows, similarity {len(similarity)} rows, curves {len(curves)} rows",
           flush=True)
+    if cfg.cross_model is not None:  # the cross-model jobs' parts, into tables/cross_model
+        from promptgrid.pipeline.crossmodel import gather
+
+        gather(study)
 
 
 def correlate(study: Study) -> None:

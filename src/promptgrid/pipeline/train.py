@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from promptgrid.pipeline.study import Study
+from promptgrid.pipeline.context import Study
 from promptgrid.storage import layout
 from promptgrid.storage.files import save_prompt, write_table
 

@@ -11,7 +11,7 @@ import time
 
 import pandas as pd
 
-from promptgrid.pipeline.study import Study
+from promptgrid.pipeline.context import Study
 from promptgrid.pipeline.train import curves_frame
 from promptgrid.registry import METHODS
 from promptgrid.storage import layout

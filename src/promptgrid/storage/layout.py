@@ -126,45 +126,45 @@ def log(*parts: str) -> str:
 
 
 # ---------------------------------------------------------------- cross-model transfer (Su et al. projectors)
+#: one job per (projector, fit) of ``cross_model``: its parts, the projector, the projected prompts; ``collect``
+#: gathers the parts into tables/cross_model.parquet, the figure kind ``cross_model`` draws it
+CROSS_TABLE = "cross_model"
+#: how a projected prompt is used on backbone B: as it is (zeroshot), or as the initial prompt of a run (init)
+CROSS_MODES = ("zeroshot", "init")
+
+
 def cross_pair(cfg) -> str:
     return f"{cfg.cross_model.source_backbone}_to_{cfg.cross_model.target_backbone}"
 
 
-def cross_part(cfg, projector: str, objective: str) -> str:
-    return f"parts/crossmodel/{cross_pair(cfg)}/{projector}_{objective}.parquet"
+def cross_part(cfg, projector: str, fit: str) -> str:
+    return f"parts/crossmodel/{cross_pair(cfg)}/{projector}_{fit}.parquet"
 
 
-def cross_curves(cfg, projector: str, objective: str) -> str:
-    return f"parts/crossmodel/{cross_pair(cfg)}/{projector}_{objective}.curves.parquet"
+def cross_curves(cfg, projector: str, fit: str) -> str:
+    return f"parts/crossmodel/{cross_pair(cfg)}/{projector}_{fit}.curves.parquet"
 
 
-def projector_file(cfg, projector: str, objective: str) -> str:
-    return f"projectors/{cross_pair(cfg)}/{projector}_{objective}.safetensors"
+def cross_parts(cfg) -> list:
+    """The result part of every (projector, fit) job of the study's ``cross_model`` (none without one)."""
+    cm = cfg.cross_model
+    return [] if cm is None else [cross_part(cfg, p, f) for p in cm.projectors for f in cm.fits]
 
 
-def projected_prompt(cfg, projector: str, objective: str, mode: str, task: str, seed) -> str:
+def projector_file(cfg, projector: str, fit: str) -> str:
+    return f"projectors/{cross_pair(cfg)}/{projector}_{fit}.safetensors"
+
+
+def projected_prompt(cfg, projector: str, fit: str, mode: str, task: str, seed) -> str:
     """mode zeroshot: g(P_a) itself; mode init: the prompt tuned on B from g(P_a)."""
     b = cfg.cross_model.target_backbone
-    return f"prompts/{b}/crossmodel/{cross_pair(cfg)}/{projector}_{objective}/{mode}/{task}/seed{seed}.safetensors"
+    return f"prompts/{b}/crossmodel/{cross_pair(cfg)}/{projector}_{fit}/{mode}/{task}/seed{seed}.safetensors"
 
 
-CROSS_TABLE = "cross_model"
-
-
-def cross_figure_stem() -> str:
-    return f"figures/{CROSS_TABLE}"
-
-
-def cross_figure(ext: str) -> str:
-    return f"{cross_figure_stem()}.{ext}"
-CROSS_MODES = ("zeroshot", "init")
-
-
-def cross_job_outputs(cfg, projector: str, objective: str) -> list:
+def cross_job_outputs(cfg, projector: str, fit: str) -> list:
     """Every file one cross-model job writes."""
-    return ([cross_part(cfg, projector, objective), cross_curves(cfg, projector, objective),
-             projector_file(cfg, projector, objective)]
-            + [projected_prompt(cfg, projector, objective, m, t, s) for m in CROSS_MODES
+    return ([cross_part(cfg, projector, fit), cross_curves(cfg, projector, fit), projector_file(cfg, projector, fit)]
+            + [projected_prompt(cfg, projector, fit, m, t, s) for m in CROSS_MODES
                for t in cfg.cross_model.held_out for s in cfg.seeds])
 
 

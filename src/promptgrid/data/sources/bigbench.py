@@ -21,7 +21,7 @@ from typing import Optional
 import pandas as pd
 
 from promptgrid.data import DataError
-from promptgrid.data.fetch import file_lock
+from promptgrid.data.artifacts import file_lock
 from promptgrid.registry import SOURCES, Artifact, SourceSpec
 from promptgrid.storage.files import atomic_write_bytes, atomic_write_text
 

@@ -1,18 +1,16 @@
-"""Cross-model prompt projectors (Su et al., "On Transferability of Prompt Tuning", §cross-model).
+"""Training and applying cross-model prompt projectors (Su et al., "On Transferability of Prompt Tuning",
+§cross-model).
 
 A projector g maps a soft prompt of backbone A, ``P_a (L, d_a)``, to a prompt of backbone B,
-``g(P_a) (L, d_b)``. Every projector also takes a batch ``(N, L, d_a) -> (N, L, d_b)``.
+``g(P_a) (L, d_b)``; every projector also takes a batch ``(N, L, d_a) -> (N, L, d_b)``. The projectors
+themselves are registered (:data:`promptgrid.registry.PROJECTORS`, one file each in
+:mod:`promptgrid.engine.projectors`, or a study's plugin); :func:`make_projector` builds one by name.
 
-- :class:`LinearProjector`: one linear map applied to each prompt token on its own,
-  ``g(P)_i = W P_i + b`` with ``W (d_b, d_a)``, ``b (d_b,)``; token i of the output only sees token i
-  of the input. The baseline a two-layer projector has to beat.
-- :class:`MLPProjector`: Su et al.'s v1, which mixes all tokens:
-  ``g(P) = LayerNorm_rows(reshape(W2 tanh(W1 vec(P) + b1) + b2, (L, d_b)))``.
-
-Two ways to train one (:func:`train_distance`, :func:`train_task`):
-- Distance Minimizing: ``min_g mean_n ||g(P_a^n) - P_b^n||_F^2`` over tasks with prompts on both models.
-- Task Tuning: ``min_g`` the task loss of the frozen backbone B given the prompt ``g(P_a)``, P_a frozen,
-  visiting the training tasks round-robin.
+Two ways to fit one (the ``cross_model.fits`` of a study, :data:`FITS`):
+- ``distance`` (Su et al.'s Distance Minimizing, :func:`train_distance`):
+  ``min_g mean_n ||g(P_a^n) - P_b^n||_F^2`` over tasks with prompts on both models.
+- ``task`` (Su et al.'s Task Tuning, :func:`train_task`): ``min_g`` the task loss of the frozen backbone B
+  given the prompt ``g(P_a)``, P_a frozen, visiting the training tasks round-robin.
 
 Both are seeded and deterministic on CPU: the same seed, data and thread count give the same weights.
 """
@@ -26,99 +24,50 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from promptgrid.config.sections import CROSS_MODEL_FITS as FITS
 from promptgrid.engine.scoring import EncodedSplit, batch_indices
 from promptgrid.models.backbones import Backbone, TaskHead
 from promptgrid.models.precision import precision_scope
+from promptgrid.registry import PROJECTORS
 
-PROJECTORS = ("linear", "mlp")
+__all__ = ["FITS", "Projector", "ProjectionTask", "distance_loss", "make_projector", "project", "train_distance",
+           "train_task"]
 
 
-class _Projector(torch.nn.Module):
-    """Shape checks shared by the projectors: input (L, d_a) or (N, L, d_a)."""
+class Projector(torch.nn.Module):
+    """A registered projector's map (``body``, from its spec's ``build``) with the contract every projector
+    keeps: input (L, d_a) or (N, L, d_a), output (L, d_b) or (N, L, d_b), computed in float32.
+    Its parameters are the body's (``state_dict`` keys ``body.<name>``)."""
 
-    def __init__(self, length: int, d_a: int, d_b: int):
+    def __init__(self, name: str, length: int, d_a: int, d_b: int, body: torch.nn.Module):
         super().__init__()
-        if min(length, d_a, d_b) < 1:
-            raise ValueError(f"projector sizes must be >= 1, got L={length}, d_a={d_a}, d_b={d_b}")
-        self.length, self.d_a, self.d_b = length, d_a, d_b
+        self.name, self.length, self.d_a, self.d_b = name, length, d_a, d_b
+        self.body = body
 
-    def _batched(self, prompts: torch.Tensor):
+    def forward(self, prompts: torch.Tensor) -> torch.Tensor:
         single = prompts.dim() == 2
         p = prompts.unsqueeze(0) if single else prompts
         if p.dim() != 3 or tuple(p.shape[1:]) != (self.length, self.d_a):
-            raise ValueError(f"{type(self).__name__} takes prompts (L={self.length}, d_a={self.d_a}) or "
+            raise ValueError(f"projector {self.name!r} takes prompts (L={self.length}, d_a={self.d_a}) or "
                              f"(N, {self.length}, {self.d_a}); got {tuple(prompts.shape)}")
-        return p.float(), single
-
-    def forward(self, prompts: torch.Tensor) -> torch.Tensor:
-        p, single = self._batched(prompts)
-        out = self._project(p)
+        out = self.body(p.float())
+        if tuple(out.shape) != (len(p), self.length, self.d_b):
+            raise ValueError(f"projector {self.name!r} returned {tuple(out.shape)} for {tuple(p.shape)}; "
+                             f"expected ({len(p)}, {self.length}, {self.d_b})")
         return out[0] if single else out
 
-    def _project(self, p: torch.Tensor) -> torch.Tensor:  # (N, L, d_a) -> (N, L, d_b)
-        raise NotImplementedError
 
-
-class LinearProjector(_Projector):
-    """Per-token linear map: ``g(P)_i = W P_i + b`` for i = 1..L.
-
-    Parameters: ``linear.weight`` W (d_b, d_a), ``linear.bias`` b (d_b,), shared by all L positions
-    (so ``length`` only fixes the accepted input shape). (N, L, d_a) -> (N, L, d_b).
-    """
-
-    def __init__(self, length: int, d_a: int, d_b: int):
-        super().__init__(length, d_a, d_b)
-        self.linear = torch.nn.Linear(d_a, d_b)
-
-    def _project(self, p):
-        return self.linear(p)
-
-
-class MLPProjector(_Projector):
-    """Su et al. v1: ``g(P) = LayerNorm_rows(W2 tanh(W1 vec(P) + b1) + b2)`` reshaped to (L, d_b).
-
-    Shapes, for one prompt P (L, d_a):
-    - ``x = vec(P)`` (L*d_a,), row-major: token i fills ``x[i*d_a:(i+1)*d_a]``;
-    - ``h = tanh(W1 x + b1)`` (hidden,), ``fc1.weight`` W1 (hidden, L*d_a), ``fc1.bias`` b1 (hidden,);
-    - ``y = W2 h + b2`` (L*d_b,), ``fc2.weight`` W2 (L*d_b, hidden), ``fc2.bias`` b2 (L*d_b,);
-    - ``Y = y.reshape(L, d_b)`` (row-major again), and each row is layer-normalised on its own:
-      ``g(P)_i = (Y_i - mean(Y_i)) / sqrt(var(Y_i) + eps) * gamma + beta`` with the biased variance
-      over the d_b entries, ``norm.weight`` gamma (d_b,), ``norm.bias`` beta (d_b,), eps = 1e-5.
-
-    ``out_scale`` initialises gamma (torch's default is 1). Without it every projected row has unit
-    standard deviation, which suits BERT-type models (their embeddings pass a LayerNorm anyway) but is
-    about 8x the embedding scale of a Llama-type model such as SmolLM2; the job passes backbone B's
-    typical embedding-row std so task tuning starts from prompts of the right size.
-    """
-
-    def __init__(self, length: int, d_a: int, d_b: int, hidden: int = 768, out_scale: float = 1.0,
-                 eps: float = 1e-5):
-        super().__init__(length, d_a, d_b)
-        if hidden < 1:
-            raise ValueError(f"hidden must be >= 1, got {hidden}")
-        self.hidden = hidden
-        self.fc1 = torch.nn.Linear(length * d_a, hidden)
-        self.fc2 = torch.nn.Linear(hidden, length * d_b)
-        self.norm = torch.nn.LayerNorm(d_b, eps=eps)
-        with torch.no_grad():
-            self.norm.weight.fill_(out_scale)
-
-    def _project(self, p):
-        n = p.shape[0]
-        y = self.fc2(torch.tanh(self.fc1(p.reshape(n, -1))))
-        return self.norm(y.view(n, self.length, self.d_b))
-
-
-def make_projector(kind: str, length: int, d_a: int, d_b: int, hidden: int = 768, seed: int = 0,
-                   out_scale: float = 1.0) -> _Projector:
-    """A projector whose initial weights depend on ``seed`` alone (the global RNG is left untouched)."""
-    if kind not in PROJECTORS:
-        raise ValueError(f"unknown projector {kind!r}; choose one of {list(PROJECTORS)}")
+def make_projector(name: str, length: int, d_a: int, d_b: int, hidden: int = 768, seed: int = 0,
+                   out_scale: float = 1.0) -> Projector:
+    """The registered projector ``name``, untrained; its initial weights depend on ``seed`` alone (the global
+    RNG is left untouched)."""
+    spec = PROJECTORS.require(name)
+    if min(length, d_a, d_b) < 1:
+        raise ValueError(f"projector sizes must be >= 1, got L={length}, d_a={d_a}, d_b={d_b}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        if kind == "linear":
-            return LinearProjector(length, d_a, d_b)
-        return MLPProjector(length, d_a, d_b, hidden=hidden, out_scale=out_scale)
+        body = spec.build(length, d_a, d_b, hidden=hidden, out_scale=out_scale)
+    return Projector(name, length, d_a, d_b, body)
 
 
 @torch.no_grad()

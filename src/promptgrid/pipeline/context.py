@@ -112,7 +112,7 @@ class Study:
         return self._backbones[name]
 
     def split(self, task: str, split: str) -> pd.DataFrame:
-        from promptgrid.data.prepare import load_split
+        from promptgrid.data.splits import load_split
 
         return load_split(self.path(layout.data(task, split)), self.cfg.tasks[task])
 

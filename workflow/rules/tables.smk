@@ -2,7 +2,7 @@ rule collect:
     input:
         W.collect_inputs(),
     output:
-        **{name: R(layout.table(name)) for name in ("transfer", "similarity", "curves", "gains")},
+        **W.collect_outputs(),
     log:
         R(layout.log("analysis", "collect")),
     localrule: True
