@@ -26,7 +26,7 @@ pg_env "$repo" > /dev/null 2>&1
 tok=$(dirname "$(ls "$bundle"/models/*/tokenizer.json | head -1)")
 echo "== pytest -m gpu (limit ${TESTS_S:=60} s)"
 PROMPTGRID_TEST_TOKENIZER=$tok timeout -k 5 "$TESTS_S" "$py" -m pytest -q -m gpu -p no:cacheprovider -rs \
-    tests/test_gpu.py tests/test_devices.py > "$out/pytest_gpu.log" 2>&1
+    tests/models/test_gpu.py tests/models/test_devices.py > "$out/pytest_gpu.log" 2>&1
 echo "pytest exit $?"; grep -E "passed|failed|skipped|^FAILED|^E " "$out/pytest_gpu.log" | head -12
 
 echo "== study (limit ${STUDY_S:=320} s)"

@@ -69,3 +69,9 @@ def liven(bb, std: float = 0.3, seed: int = 0):
             if p.dim() == 2:
                 p.copy_(torch.randn(p.shape, generator=gen) * std)
     return bb
+
+
+def lively(kind: str):
+    """A tiny model with larger random weights, so its greedy outputs differ between inputs and prompts
+    (at the default init every row decodes the same tokens, which would hide padding bugs)."""
+    return liven(tiny_backbone(kind, seed=3))

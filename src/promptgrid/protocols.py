@@ -12,7 +12,7 @@ Each names what one side hands the other and nothing more:
   objectives and the model-based similarities read (``promptgrid.models.backbones``, one class per kind).
 
 This module sits in the bottom layer with the registries and imports nothing from promptgrid; torch and
-pandas appear in annotations only. ``tests/test_protocols.py`` checks that every implementation has every
+pandas appear in annotations only. ``tests/structure/test_protocols.py`` checks that every implementation has every
 member.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """An evaluating transfer method written as a study plugin, judged like zero-shot transfer: every source prompt,
 its token order reversed, is scored unchanged on the target, and the method's spec says it is judged on
 relative performance. Nothing outside this file names it, so every table and figure that treats it as it
-treats zero-shot transfer does so from the spec alone (tests/test_method_specs.py and the e2e test)."""
+treats zero-shot transfer does so from the spec alone (tests/methods/test_method_specs.py and the e2e test)."""
 from promptgrid.registry import METHODS, RELATIVE, MethodSpec
 
 

@@ -1,7 +1,7 @@
 """``config/README.md``, generated from the typed config: every key of a study config, by section, with its type,
 default, allowed values and help text, read from the dataclasses' ``setting`` declarations
 (:mod:`promptgrid.config.fields`) and the registries (built-in names). The Snakemake workflow catalog shows this
-file; ``tests/test_config.py`` regenerates it in a fresh interpreter and fails when the committed copy differs.
+file; ``tests/config/test_config.py`` regenerates it in a fresh interpreter and fails when the committed copy differs.
 
 Regenerate both generated files (this one and the JSON schema) after changing a setting or a built-in name::
 
@@ -27,7 +27,7 @@ _WORDS = {str: "string", int: "integer", float: "number", bool: "boolean", list:
 _INTRO = """# Configuration
 
 <!-- Generated from the typed config (src/promptgrid/config) by promptgrid.config.docs: do not edit.
-     tests/test_config.py fails when this file differs from what promptgrid generates. -->
+     tests/config/test_config.py fails when this file differs from what promptgrid generates. -->
 
 A study is one YAML file. `config.yaml` at the repository root is the default study (`snakemake` runs it;
 `config/config.yaml`, which snakedeploy and the workflow catalog read, is a link to it); `studies/*.yaml` hold more (`snakemake --configfile studies/<name>.yaml`). While Snakemake builds the DAG the

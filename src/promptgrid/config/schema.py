@@ -7,7 +7,7 @@ metrics, and whatever else a section declares with :class:`~promptgrid.config.fi
   registries as loaded: a study's plugins (their methods, metrics, sources) are in it.
 - ``workflow/schemas/config.schema.yaml`` is the same schema over the built-in registries (:func:`schema_text`),
   committed for the tools that read a schema file: Snakemake's ``snakemake.utils.validate`` (it takes a path),
-  the workflow catalog and editors. ``tests/test_config.py`` regenerates it in a fresh interpreter and fails
+  the workflow catalog and editors. ``tests/config/test_config.py`` regenerates it in a fresh interpreter and fails
   when the file differs, so it cannot drift.
 
 The schema has no ``default`` keywords: Snakemake's ``validate`` writes schema defaults into the config, and a
@@ -45,7 +45,7 @@ def schema_text() -> str:
 
     head = ("# Generated from the typed config (src/promptgrid/config) and the built-in registries: do not edit.\n"
             "# Regenerate (with config/README.md): see promptgrid.config.docs.\n"
-            "# tests/test_config.py fails when this file differs from what promptgrid generates.\n")
+            "# tests/config/test_config.py fails when this file differs from what promptgrid generates.\n")
 
     class Dumper(yaml.SafeDumper):  # mappings in block style, lists of plain values on one line, no anchors
         def ignore_aliases(self, data):

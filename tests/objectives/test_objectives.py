@@ -10,8 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from test_generation import lively
-from tiny_models import tiny_backbone, tiny_model, tokenizer
+from tiny_models import lively, tiny_backbone, tiny_model, tokenizer
 
 from promptgrid.config import ConfigError, PromptConfig, StudyConfig, TaskConfig, TrainingConfig
 from promptgrid.data import DataError
@@ -30,7 +29,7 @@ from promptgrid.objectives.regression import RegressionObjective, pearson, spear
 from promptgrid.objectives.text import TextObjective
 from promptgrid.objectives.text_scores import text2text_score
 
-FIX = Path(__file__).parent / "fixtures" / "generation"
+FIX = Path(__file__).parents[1] / "fixtures" / "generation"
 TEXT_KINDS = ["causal_lm", "seq2seq"]
 ALL_KINDS = ["encoder", "masked_lm", "causal_lm", "seq2seq"]
 NO_LOG = {"log": lambda m: None}

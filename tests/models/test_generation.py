@@ -4,7 +4,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from tiny_models import liven, tiny_backbone
+from tiny_models import lively, tiny_backbone
 
 from promptgrid.data import DataError
 from promptgrid.data.formats import bio_entities, conll_frame, linearize_entities, read_conll, read_squad, squad_frame
@@ -19,14 +19,8 @@ from promptgrid.objectives.text_scores import (
     text2text_score,
 )
 
-FIX = Path(__file__).parent / "fixtures" / "generation"
+FIX = Path(__file__).parents[1] / "fixtures" / "generation"
 TEXTS = ["sentence: Paris is big .", "sentence: John Smith met Mary at the bank in Bonn yesterday .", "question: who ?"]
-
-
-def lively(kind: str):
-    """A tiny model with larger random weights, so its greedy outputs differ between inputs and prompts
-    (at the default init every row decodes the same tokens, which would hide padding bugs)."""
-    return liven(tiny_backbone(kind, seed=3))
 
 
 # ---------------------------------------------------------------- metrics

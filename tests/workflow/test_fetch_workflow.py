@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 import yaml
-from test_workflow import job_counts
+from dag_counts import job_counts
 
 from promptgrid.storage.files import read_table_meta
 

@@ -19,7 +19,7 @@ import torch
 from promptgrid.models import devices
 from promptgrid.models.devices import pick_gpu, resolve_device, set_deterministic
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 @pytest.fixture(autouse=True)

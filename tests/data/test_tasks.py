@@ -24,7 +24,7 @@ from promptgrid.data.splits import load_split, normalise, prepare_task, split_ex
 from promptgrid.registry import SOURCES
 from promptgrid.storage.files import read_table_meta, write_table
 
-FIX = Path(__file__).parent / "fixtures" / "data"
+FIX = Path(__file__).parents[1] / "fixtures" / "data"
 LABELS = {"0": "negative", "1": "neutral", "2": "positive"}
 # reviews.jsonl ids under task name "reviews" with dev_fraction = test_fraction = 0.25, in hash order
 TRAIN = ["r09", "r03", "r05", "r19", "r08", "r17", "r11", "r13", "r07", "r23"]

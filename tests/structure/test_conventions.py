@@ -189,7 +189,7 @@ def module_dry_run(repo, env, tmp_path, *args):
 
 @pytest.mark.slow
 def test_module_schedules_prefixed_rules(repo, venv_env, tmp_path):
-    from test_workflow import expected_counts
+    from dag_counts import expected_counts
 
     from promptgrid.pipeline.plugins import load_config_with_plugins
 

@@ -11,7 +11,7 @@ import subprocess
 import pandas as pd
 import pytest
 import yaml
-from test_workflow import job_counts
+from dag_counts import job_counts
 
 from promptgrid.analysis.correlation import CORRELATION_COLUMNS, RETRIEVAL_COLUMNS
 from promptgrid.analysis.gains import TRANSFER_COLUMNS

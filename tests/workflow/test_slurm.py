@@ -5,7 +5,7 @@ by the start script when missing. Every Snakemake run here really goes through s
 takes 30-60 s on 2 cores: Snakemake starts inside every SLURM job again, and the plugin polls squeue
 after 5 s, then every 15, 25, ... s until some job finishes.
 
-    PROMPTGRID_SLURM_TESTS=1 timeout 900 .venv/bin/pytest -q -x tests/test_slurm.py
+    PROMPTGRID_SLURM_TESTS=1 timeout 900 .venv/bin/pytest -q -x tests/workflow/test_slurm.py
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "slurm-local.sh"
 CI_PROFILE = REPO / "profiles" / "slurm-ci"
 GPU_PROFILE = REPO / "profiles" / "slurm-gpu"

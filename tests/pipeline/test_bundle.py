@@ -32,7 +32,7 @@ from promptgrid.pipeline.train import train
 from promptgrid.storage import layout
 from promptgrid.storage.files import load_prompt
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LABELS = {"0": "negative", "1": "neutral", "2": "positive"}
 #: bf16 bundle of MiniLM against its fp32 weights, label scores = 20 x cosine: measured max |difference| 0.056
 #: and the same predicted label on 382 of 384 (example, prompt) pairs of four BIG-bench tasks (November 2026);
@@ -223,7 +223,7 @@ def test_stale_splits_are_refused_and_prepare_rewrites_them(tiny, tmp_path):
 def test_a_fetched_source_travels_as_its_stamp_so_the_node_fetches_nothing(tiny, tmp_path, monkeypatch):
     """A task from a source with a pinned file: --prepare fetches it (once, into the cache), and the bundle carries
     the fetch job's stamp, older than the splits, so a dry run in the bundle schedules no fetch and no prepare."""
-    from test_workflow import job_counts
+    from dag_counts import job_counts
 
     monkeypatch.setenv("PROMPTGRID_CACHE", str(tmp_path / "cache"))
     config = study_config(tmp_path, tiny["tmp"] / "tiny-encoder", tmp_path / "results",

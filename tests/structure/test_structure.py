@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "promptgrid"
+SRC = Path(__file__).resolve().parents[2] / "src" / "promptgrid"
 #: the layers, bottom up; a module may import its own layer or a lower one, never a higher one
 LAYERS = [("registry", "pearson", "protocols"), ("config",), ("storage",), ("data",), ("models",), ("engine",), ("objectives",),
           ("methods", "similarity"), ("analysis", "figures"), ("pipeline",), ("cli",)]
@@ -126,3 +126,14 @@ def test_rules_take_every_path_from_the_layout(smk):
     text = smk.read_text()
     literals = re.findall(r'\bR\(\s*f?["\']', text)
     assert not literals, f"{smk.name}: {len(literals)} path literal(s) in R(...)"
+
+
+def test_tests_sit_beside_the_package_they_test():
+    """tests/<package>/ for each package of src/promptgrid; three folders for what spans them; no flat test file."""
+    tests = SRC.parents[1] / "tests"
+    packages = {p.name for p in SRC.iterdir() if (p / "__init__.py").exists()}
+    spanning = {"workflow", "benchmarks", "structure"}  # Snakemake itself, bench/, the shape of the code
+    folders = {p.parent.name for p in tests.rglob("test_*.py") if p.parent != tests}
+    assert not list(tests.glob("test_*.py"))
+    assert folders <= packages | spanning, folders - packages - spanning
+    assert packages <= folders, packages - folders  # every package has its tests

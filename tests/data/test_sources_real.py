@@ -12,7 +12,7 @@ from promptgrid.data.artifacts import SourceUnavailable, fetch_artifact
 from promptgrid.data.splits import normalise, split_examples
 from promptgrid.registry import SOURCES
 
-#: BIG-bench has its own tests (tests/test_tasks.py): PyPI no longer serves it
+#: BIG-bench has its own tests (tests/data/test_tasks.py): PyPI no longer serves it
 REAL = [name for name, spec in SOURCES.items() if spec.artifact is not None and spec.tasks]
 
 

@@ -22,7 +22,7 @@ from promptgrid.figures import base
 from promptgrid.pipeline.plugins import load_plugins
 from promptgrid.registry import FIGURES, METHODS, RELATIVE, MethodSpec
 
-load_plugins([Path(__file__).parent / "plugins" / "toy_evaluator.py"])
+load_plugins([Path(__file__).parents[1] / "plugins" / "toy_evaluator.py"])
 
 SOURCES, TARGETS, SEEDS = ["s1", "s2", "s3", "s4"], ["t1", "t2"], [0, 1]
 FAMILIES = {"s1": "A", "s2": "A", "s3": "B", "s4": "B", "t1": "A", "t2": "B"}
@@ -151,7 +151,7 @@ def test_figures_draw_a_relative_method_as_zeroshot():
 def test_no_method_is_named_in_analysis_or_figures():
     import re
 
-    root = Path(__file__).parents[1] / "src" / "promptgrid"
+    root = Path(__file__).parents[2] / "src" / "promptgrid"
     pattern = re.compile("[\"'](" + "|".join(METHODS) + ")[\"']")
     hits = [f"{p.relative_to(root)}:{i}" for folder in ("analysis", "figures") for p in (root / folder).glob("*.py")
             for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]

@@ -24,7 +24,7 @@ from promptgrid.objectives.regression import RegressionObjective
 from promptgrid.objectives.tagging import TaggingObjective
 from promptgrid.objectives.text import TextObjective
 
-FIX = Path(__file__).parent / "fixtures" / "generation"
+FIX = Path(__file__).parents[1] / "fixtures" / "generation"
 KINDS = ["encoder", "masked_lm", "causal_lm", "seq2seq"]
 L = 3
 TEXTS = ["a great film", "awful, boring and long", "fine", "the best thing i have seen in years", "meh", "no"]

@@ -24,7 +24,7 @@ from promptgrid.objectives.tag_split import best_span, ner_label_text
 from promptgrid.objectives.tagging import TaggingObjective
 from promptgrid.objectives.text_scores import text2text_score
 
-FIX = Path(__file__).parent / "fixtures" / "generation"
+FIX = Path(__file__).parents[1] / "fixtures" / "generation"
 KINDS = ["encoder", "masked_lm"]
 L = 4  # prompt length; masked LM: 2 + L + max_length <= the tiny models' 128 positions
 

@@ -12,7 +12,7 @@ import yaml
 
 from promptgrid.cli import VERBS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "workflow" / "rules"
 PIPELINE = REPO / "src" / "promptgrid" / "pipeline"
 #: a rule's shell: ``promptgrid <verb> --config ...``
