@@ -26,12 +26,6 @@ FINDINGS_COLUMNS = ["backbone", "finding", "method", "value", "ci_low", "ci_high
                     "positive_targets", "detail"]
 
 
-def outcome_column(method: str, outcome: str = "gain") -> str:
-    """What ``method`` is judged on (its spec's outcome): the gain column ``outcome`` (``analysis.outcome``,
-    see promptgrid.analysis.gains), or relative performance (Su et al.)."""
-    return METHODS.require(method).outcome_column(outcome)
-
-
 def _row(backbone, finding, method, est: dict, detail: str, p=np.nan) -> dict:
     return {"backbone": backbone, "finding": finding, "method": method, "value": est["mean"],
             "ci_low": est["ci_low"], "ci_high": est["ci_high"], "p": p, "n": est["n"],
@@ -45,7 +39,8 @@ def family_contrast(transfer: pd.DataFrame, families: dict, outcome: str = "gain
     rows = []
     df = transfer[transfer["source"].isin(families) & (transfer["source"] != transfer["target"])]
     for (backbone, method), g in df.groupby(["backbone", "method"], sort=False):
-        col = outcome_column(method, outcome)
+        spec = METHODS.require(method)
+        col = spec.outcome_column(outcome)  # what its spec judges it on: the gain column, or relative performance
         pair = g.groupby(["source", "target"], sort=False)[col].mean().reset_index()
         pair["same"] = [families.get(s) == families.get(t) for s, t in zip(pair["source"], pair["target"])]
         per_target = pair.groupby(["target", "same"])[col].mean().unstack("same")
@@ -53,7 +48,7 @@ def family_contrast(transfer: pd.DataFrame, families: dict, outcome: str = "gain
             continue
         diffs = (per_target[True] - per_target[False]).dropna()
         est = cluster_mean_ci(diffs.to_numpy(), diffs.index.to_numpy(), n_bootstrap, seed)
-        unit = "relative performance" if METHODS.require(method).relative else f"{outcome} (score points)"
+        unit = "relative performance" if spec.relative else f"{outcome} (score points)"
         rows.append(_row(backbone, "same_vs_other_family", method, est,
                          f"same-family minus other-family sources, {unit}, mean over the targets with sources of "
                          f"both kinds"))
