@@ -1,4 +1,4 @@
-"""GPU bench: a prompt bank against sequential PEFT PromptTuning loops, and a banked step against a bf16 GEMM.
+"""GPU bench: prompt banks (input and deep prompts) against sequential PEFT loops, and a banked step against a GEMM.
 
     python bench/gpu.py [--out DIR] [--steps N] [--prompt-length L]   # on a GPU: < 3 min on one H100
     python bench/gpu.py --smoke --out DIR                               # tiny configs, 2 steps, CPU, fp32
@@ -24,6 +24,9 @@ fp32 on the device, SDPA attention, no pooler) and bank size K = 1, 8, 32, 64:
   start, where the bank collates each step's batch on the host. The table's last two columns check that both
   did the same work: each run's mean training loss and the cosine of its prompt update, bank against PEFT.
 * Every row is 128 tokens of real registry-source text (``bench/gpu_data.py``), so both sides compute the same shapes.
+* **Deep prompts** (``--deep-models``, default BERT-base): the same bank against sequential PEFT loops with (L, D)
+  prompts, D = layers x 2 x hidden, drawn N(0, 1) (``random_deep_prompt``): ``PrefixTuningConfig`` instead of
+  ``PromptTuningConfig``, the pool over the 128 tokens only; a second table (the goals above are input prompts').
 * **TFLOP/s** of a banked step: forward 2·N per token through the N matmul weights of the encoder layers,
   backward to the inputs only (frozen weights: no weight gradients) another 2·N, attention 4·T²·h per row and
   layer forward and twice that backward; LayerNorm, GELU, softmax and the optimiser are not counted. It is set
@@ -55,6 +58,7 @@ from promptgrid.config import BackboneConfig, PromptConfig, TrainingConfig  # no
 from promptgrid.engine import scoring, training  # noqa: E402
 from promptgrid.models.loading import wrap_model  # noqa: E402
 from promptgrid.models.precision import resolve_precision  # noqa: E402
+from promptgrid.models.prefix import random_deep_prompt  # noqa: E402
 from promptgrid.models.prompt import init_prompt  # noqa: E402
 from promptgrid.objectives.classification import ClassificationObjective  # noqa: E402
 
@@ -149,9 +153,9 @@ def matmul_params(model) -> tuple:
     return sum(m.weight.numel() for m in linears), layer0
 
 
-def step_flops(n_params: int, hidden: int, layers: int, rows: int, tokens: int) -> float:
-    """FLOPs of one prompt-tuning step of ``rows`` rows x ``tokens`` tokens (see the module docstring)."""
-    return 4 * n_params * rows * tokens + 3 * 4 * rows * tokens ** 2 * hidden * layers
+def step_flops(n_params: int, hidden: int, layers: int, rows: int, queries: int, keys: int) -> float:
+    """FLOPs of a step of ``rows`` rows of ``queries`` positions attending to ``keys`` each (module docstring)."""
+    return 4 * n_params * rows * queries + 3 * 4 * rows * queries * keys * hidden * layers
 
 
 # ---------------------------------------------------------------- the two ways of training K prompts
@@ -168,16 +172,18 @@ def bank_run(bb, head, train, dev, inits, cfg, clock: Clock) -> dict:
 
 
 class PeftLoop:
-    """Prompt tuning one run at a time the way a PEFT user writes it, with the encoder backbone's loss."""
+    """Prompt tuning one run at a time the way a PEFT user writes it, with the encoder backbone's loss; ``kind``
+    deep: PrefixTuning, whose (L, D) embedding has promptgrid's deep-prompt layout (promptgrid.models.prefix)."""
 
-    def __init__(self, bb, head, ids: torch.Tensor, labels: torch.Tensor, L: int, cfg: TrainingConfig):
-        from peft import PromptTuningConfig, TaskType, get_peft_model
+    def __init__(self, bb, head, ids: torch.Tensor, labels: torch.Tensor, L: int, cfg: TrainingConfig, kind: str):
+        from peft import PrefixTuningConfig, PromptTuningConfig, TaskType, get_peft_model
 
         self.device, self.cfg, self.L = bb.device, cfg, L
-        self.model = get_peft_model(copy.deepcopy(bb.model), PromptTuningConfig(
+        config = PrefixTuningConfig if kind == "deep" else PromptTuningConfig
+        self.model = get_peft_model(copy.deepcopy(bb.model), config(
             task_type=TaskType.FEATURE_EXTRACTION, num_virtual_tokens=L)).to(self.device)
         self.model.eval()
-        self.prompt = self.model.prompt_encoder["default"].embedding.weight  # (L, d)
+        self.prompt = self.model.prompt_encoder["default"].embedding.weight  # (L, d) or deep (L, D)
         self.ids, self.labels = ids.to(self.device), labels.to(self.device)
         self.mask = torch.ones_like(self.ids)
         self.label_emb, self.temperature = head.label_embeddings, bb.cfg.temperature
@@ -195,7 +201,7 @@ class PeftLoop:
             idx = scoring.batch_indices(len(self.ids), BATCH, seed, step).to(self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"):
                 hidden = self.model(input_ids=self.ids[idx], attention_mask=self.mask[idx]).last_hidden_state
-                pooled = hidden.mean(1)  # every position is real: the prompt's L and the 128 tokens
+                pooled = hidden.mean(1)  # every position is real: the prompt's L (deep: no rows) and the tokens
                 logits = self.temperature * F.normalize(pooled.float(), dim=-1) @ self.label_emb.T
                 loss = F.cross_entropy(logits, self.labels[idx])
             opt.zero_grad(set_to_none=True)
@@ -221,7 +227,7 @@ def gemm_rate(shapes: list, tokens: int, device: torch.device, clock: Clock, rep
     return 4 * tokens * sum(i * o for i, o in shapes) / seconds
 
 
-def bench_model(name: str, data, device: torch.device, args, clock: Clock, log) -> dict:
+def bench_model(name: str, data, device: torch.device, args, clock: Clock, log, kind: str = "input") -> dict:
     tok = data.tokenizer()
     bb = build_backbone(name, device, tok, "sdpa")
     head = bb.task_head(data.label_texts)
@@ -233,10 +239,12 @@ def bench_model(name: str, data, device: torch.device, args, clock: Clock, log) 
                          early_step=0, eval_batch_size=64, precision=args.precision)
     warm = TrainingConfig(**{**cfg.__dict__, "steps": 2, "eval_every": 3, "checkpoint_every": 3})
     embedding = bb.embed_layer.weight.detach().float().cpu()
-    inits = [init_prompt(PromptConfig(length=args.prompt_length), embedding, k) for k in range(max(args.sizes))]
+    inits = [random_deep_prompt(args.prompt_length, bb.deep_width, 1.0, k) if kind == "deep" else
+             init_prompt(PromptConfig(length=args.prompt_length), embedding, k) for k in range(max(args.sizes))]
     n_params, shapes = matmul_params(bb.model)
     h, layers = MODELS[name][0], MODELS[name][1]
-    T = args.prompt_length + args.tokens
+    T = args.prompt_length + args.tokens  # keys per row; queries: T for input prompts, the tokens for deep ones
+    Q = args.tokens if kind == "deep" else T
     timed_steps = args.steps - 1  # step 0 of every run is left out (see TimedObjective)
     out = {"hidden": h, "layers": layers, "matmul_params": n_params, "tokens_per_row": T, "timed_steps": timed_steps,
            "sizes": {}}
@@ -249,7 +257,7 @@ def bench_model(name: str, data, device: torch.device, args, clock: Clock, log) 
         reps = [bank_run(bb, head, train, dev, inits[:K], cfg, clock) for _ in range(args.repeats)]
         s = statistics.median(r["seconds"] for r in reps)
         rows = reps[-1]["rows_per_pass"]
-        flops = step_flops(n_params, h, layers, K * BATCH, T) * timed_steps
+        flops = step_flops(n_params, h, layers, K * BATCH, Q, T) * timed_steps
         out["sizes"][K] = {"bank_s": s, "bank_s_all": [r["seconds"] for r in reps], "rows_per_pass": rows,
                            "passes_per_step": reps[-1]["passes_per_step"],
                            "bank_examples_per_s": K * BATCH * timed_steps / s, "bank_tflops": flops / s / 1e12,
@@ -258,7 +266,7 @@ def bench_model(name: str, data, device: torch.device, args, clock: Clock, log) 
             f"{flops / s / 1e12:.1f} TFLOP/s, {reps[-1]['passes_per_step']:.0f} pass(es) of {rows} rows per step)")
 
     t0 = time.time()
-    peft = PeftLoop(bb, head, ids, labels, args.prompt_length, cfg)
+    peft = PeftLoop(bb, head, ids, labels, args.prompt_length, cfg, kind)
     peft.run(inits[0], 0, 2, clock)  # warm-up
     marks = [peft.run(inits[k], k, args.steps, clock) for k in range(max(args.sizes))]
     per_run = [clock.seconds(a, b) for a, b, _, _ in marks]
@@ -276,7 +284,7 @@ def bench_model(name: str, data, device: torch.device, args, clock: Clock, log) 
         cos = [F.cosine_similarity((final[k] - inits[k]).flatten(), (marks[k][3] - inits[k]).flatten(), 0).item()
                for k in range(K)]
         e["update_cosine_min"] = min(cos)
-        tokens = e["rows_per_pass"] * T
+        tokens = e["rows_per_pass"] * Q
         e["gemm_tokens"] = tokens
         e["gemm_tflops"] = gemm_rate(shapes, tokens, device, clock, args.gemm_repeats, DTYPES[args.precision]) / 1e12
         e["gemm_share"] = e["bank_tflops"] / e["gemm_tflops"]
@@ -295,6 +303,7 @@ def parse_args(argv=None):
     p.add_argument("--out", type=Path, default=None, help="folder for gpu.json and gpu.md (default $OUT)")
     p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda if there is one)")
     p.add_argument("--models", default="base,large", help="comma-separated: base, large")
+    p.add_argument("--deep-models", default="base", help="models benched with deep prompts too ('' for none)")
     p.add_argument("--sizes", default=",".join(map(str, SIZES)), help="bank sizes K, comma-separated")
     p.add_argument("--steps", type=int, default=None, help="training steps per run (default 12; smoke 2)")
     p.add_argument("--repeats", type=int, default=None, help="bank repeats per K (default 3; smoke 1)")
@@ -314,16 +323,35 @@ def parse_args(argv=None):
     if args.tokens > gpu_data.TOKENS:
         p.error(f"--tokens must be <= {gpu_data.TOKENS} (the stored rows' length)")
     args.sizes = sorted({int(k) for k in args.sizes.split(",")})
-    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
-    bad = [m for m in args.models if m not in ("base", "large")]
-    if bad or not args.models:
-        p.error(f"--models: unknown {bad or args.models}; choose from base, large")
+    for key in ("models", "deep_models"):
+        names = [m.strip() for m in getattr(args, key).split(",") if m.strip()]
+        bad = [m for m in names if m not in ("base", "large")]
+        if bad or (key == "models" and not names):
+            p.error(f"--{key.replace('_', '-')}: unknown {bad or names}; choose from base, large")
+        setattr(args, key, names)
     if args.out is None:
         args.out = Path(os.environ["OUT"]) if os.environ.get("OUT") else HERE / "gpu-out"
     if args.device is None:
         args.device = "cpu" if smoke or not torch.cuda.is_available() else "cuda"
     args.precision = resolve_precision(args.precision or ("fp32" if smoke else "bf16"), args.device)
     return args
+
+
+def full_table(result: dict) -> str:
+    """gpu_report's table of the input prompts, then the deep-prompt rows in its columns (no GPU goal set for them)."""
+    deep = {f"{n}, deep": m for n, m in result["deep"]["models"].items()}
+    rows = R.table({**result, "models": deep, "goals": {}}).splitlines()[2:] + [""] if deep else []  # "", header, rows
+    best = [(n, *max(m["sizes"].items(), key=lambda kv: kv[1]["speedup"])) for n, m in deep.items()]
+    title = ["", "Deep prompts (L x D prefixes; PEFT PrefixTuning in turn):"] if deep else []
+    return "\n".join([R.table(result), *title, *rows] + [f"Deep prompts, bank / sequential PEFT PrefixTuning on BERT-"
+                      f"{n.split(',')[0]}: {e['speedup']:.2f}x at K={K} (no GPU goal set)." for n, K, e in best])
+
+
+def write(out: Path, result: dict) -> None:
+    from promptgrid.storage.files import atomic_write_text
+
+    R.write(out, result)  # gpu.json and gpu.md; gpu.md then gets the deep-prompt rows too
+    atomic_write_text(out / "gpu.md", full_table(result) + "\n")
 
 
 def main(argv=None) -> int:
@@ -343,22 +371,24 @@ def main(argv=None) -> int:
         a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
         return n, 2 * n ** 3 / median_seconds(lambda: a @ b, clock, 10) / 1e12
 
-    result = {"machine": R.machine(device, gemm_square), "models": {}, "goals": {}, "seconds": 0.0,
+    result = {"machine": R.machine(device, gemm_square), "models": {}, "goals": {}, "deep": {"models": {}},
               "setup": {"mode": "smoke (tiny configs)" if args.smoke else "full",
                         "precision": "bf16 autocast" if args.precision == "bf16" else "IEEE fp32",
                         "prompt_length": args.prompt_length, "tokens": args.tokens, "steps": args.steps,
                         "repeats": args.repeats, "sizes": args.sizes, "batch": BATCH, "rows_available": len(data.ids),
-                        "data": data.source}}
+                        "data": data.source}, "seconds": 0.0}
     log(R.device_line(result["machine"]))
-    for name in args.models:
+    for kind, name in [("input", n) for n in args.models] + [("deep", n) for n in args.deep_models]:
         shape = f"smoke-{name}" if args.smoke else name
-        result["models"][name] = bench_model(shape, data, device, args, clock, log)
+        models = result["models"] if kind == "input" else result["deep"]["models"]
+        models[name] = bench_model(shape, data, device, args, clock, log if kind == "input" else
+                                   lambda msg: log("[deep] " + msg), kind)
         result["goals"] = R.goals(result["models"])
         result["seconds"] = time.time() - t0
-        R.write(args.out, result)  # after each model: a run cut short still leaves what it measured
-    bad = [f"{n} K={K} {k}" for n, m in result["models"].items() for K, e in m["sizes"].items()
-           for k, v in e.items() if isinstance(v, float) and not math.isfinite(v)]
-    print("\n" + R.table(result))
+        write(args.out, result)  # after each model: a run cut short still leaves what it measured
+    bad = [f"{n} K={K} {k}" for m in (result["models"], result["deep"]["models"]) for n, x in m.items()
+           for K, e in x["sizes"].items() for k, v in e.items() if isinstance(v, float) and not math.isfinite(v)]
+    print("\n" + full_table(result))
     if bad:
         print(f"non-finite results: {bad}", file=sys.stderr)
     return 1 if bad else 0

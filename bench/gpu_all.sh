@@ -17,9 +17,9 @@ mkdir -p "$out"
 export OUT=$out PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 
-echo "== bench (limit ${BENCH_S:=170} s)"
+echo "== bench (limit ${BENCH_S:=220} s)"
 timeout -k 5 "$BENCH_S" bash bench/gpu_run.sh ${BENCH_ARGS:-} > "$out/run.txt" 2>&1
-echo "bench exit $?"; tail -25 "$out/run.txt"
+echo "bench exit $?"; tail -40 "$out/run.txt"
 
 . bench/gpu_env.sh
 pg_env "$repo" > /dev/null 2>&1

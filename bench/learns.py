@@ -1,7 +1,7 @@
 """Do a study's targets learn? Per target: its own prompt's test score (the baseline every gain is measured
 against, per seed and mean) against a constant majority-class prediction on the same test split, in the
 task's score (macro-F1 for the default study's targets, whose majority class is over 60 %), and accuracy
-beside it. "learns" = mean over seeds >= majority + 10 points (the default study's requirement).
+beside it. "learns" = mean over seeds >= majority + 15 points (the deep-prompt issue's requirement; +10 before).
 
     python bench/learns.py [results/default]      # after the study ran; prints a markdown table
 """
@@ -20,6 +20,9 @@ sys.path.insert(0, str(ROOT / "src"))
 from promptgrid.engine.scoring import task_score  # noqa: E402
 from promptgrid.pipeline.plugins import load_builtins  # noqa: E402
 from promptgrid.storage import layout  # noqa: E402
+
+#: points over the majority baseline a target's own prompt must reach
+MARGIN = 15
 
 
 def learns_table(study_dir: Path) -> pd.DataFrame:
@@ -41,7 +44,7 @@ def learns_table(study_dir: Path) -> pd.DataFrame:
                          "score": task.score, "majority baseline": round(base, 1),
                          "baseline per seed": " / ".join(f"{v:.1f}" for v in runs["score"]),
                          "baseline mean": round(float(runs["score"].mean()), 1),
-                         "learns": bool(runs["score"].mean() >= base + 10)})
+                         "learns": bool(runs["score"].mean() >= base + MARGIN)})
     return pd.DataFrame(rows)
 
 

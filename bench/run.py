@@ -23,7 +23,8 @@ sys.path.insert(0, str(HERE))
 
 import torch  # noqa: E402
 
-NAMES = ["train_throughput", "precision", "efficiency", "zeroshot", "bank", "overhead", "dag", "levers", "scaling"]
+NAMES = ["train_throughput", "precision", "efficiency", "zeroshot", "bank", "deep", "overhead", "dag", "levers",
+         "scaling"]
 RESULTS, README = HERE / "results.json", HERE / "README.md"
 
 
@@ -84,6 +85,13 @@ def goals(b: dict) -> str:
     if b.get("bank"):
         rows.append(["prompt bank vs sequential runs", "(no goal)",
                      ", ".join(f"K={k}: {v['speedup']:.2f}x" for k, v in b["bank"]["sizes"].items()), ""])
+    if g("deep"):
+        d = g("deep")
+        rows.append(["deep vs input prompts: examples/s at equal dev accuracy (MiniLM, max_length 48)", ">= 1.3x",
+                     f"{d['deep_speedup']:.2f}x (dev {d['dev']['deep']:.1f} vs {d['dev']['input']:.1f})",
+                     "met" if d["met_kind"] else "NOT met"])
+        rows.append(["deep-prompt bank vs sequential PEFT PrefixTuning (CPU)", ">= 1.5x",
+                     f"{d['peft_speedup']:.2f}x at K={d['peft_K']}", "met" if d["met_peft"] else "NOT met"])
     if g("overhead") and g("overhead").get("share") is not None:
         rows.append(["per-job overhead share, default study", "<= 10%", f"{100 * g('overhead')['share']:.1f}%",
                      "met" if g("overhead")["met"] else "NOT met"])

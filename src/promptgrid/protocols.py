@@ -48,7 +48,8 @@ class Objective(Protocol):
 @runtime_checkable
 class MethodContext(Protocol):
     """What a method's ``plan(ctx, backbone, target)`` or ``evaluate(ctx, backbone, target)`` may use. Prompts are
-    (L, d) float tensors on the CPU; ``source_prompts`` maps (source, seed) to one."""
+    (L, d) float tensors on the CPU, or (L, D) under ``prompt.kind: deep`` (:mod:`promptgrid.models.prefix`);
+    ``source_prompts`` maps (source, seed) to one."""
 
     cfg: Any  # the study's typed config (promptgrid.config.StudyConfig)
 
@@ -97,11 +98,19 @@ class SourceReader(Protocol):
 @runtime_checkable
 class Predictor(Protocol):
     """A frozen backbone of one kind (encoder, masked LM, causal LM, seq2seq) with soft prompts in front of its
-    input. ``batch`` is what ``collate`` returns: token ids (B, T) and an attention mask (B, T)."""
+    input (L, d) or in every layer's attention (deep prompts, (L, D): the width says which). ``batch`` is what
+    ``collate`` returns: token ids (B, T) and an attention mask (B, T)."""
 
     @property
     def embed_dim(self) -> int:
-        """d, the width of a prompt vector."""
+        """d, the width of an input prompt vector."""
+
+    @property
+    def prefix_geometry(self) -> Any:
+        """Where a deep prompt's keys and values go: n_layers, n_heads, head_dim (promptgrid.models.prefix)."""
+
+    def prompt_width(self, kind: str) -> int:
+        """The width of a stored prompt of ``kind``: d (input) or D = n_layers * 2 * n_heads * head_dim (deep)."""
 
     @property
     def device(self) -> torch.device:

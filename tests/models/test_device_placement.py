@@ -46,9 +46,9 @@ def meta_backbone(kind):
     return wrap_model(f"tiny-{kind}", cfg, tiny_model(kind), tokenizer(), device="meta")
 
 
-def check_backward(bb, obj, split, idx, kd_outputs=True):
+def check_backward(bb, obj, split, idx, kd_outputs=True, prompt_kind="input"):
     """forward + KD + backward of a bank on the backbone's device; the prompt gradient lands there."""
-    prompts = torch.nn.Parameter(torch.randn(len(idx), L, bb.embed_dim, device=bb.device))
+    prompts = torch.nn.Parameter(torch.randn(len(idx), L, bb.prompt_width(prompt_kind), device=bb.device))
     per_example, outputs = obj.forward(prompts, split, idx)
     assert per_example.shape == (len(idx),) and per_example.device == bb.device
     if kd_outputs:
@@ -59,23 +59,25 @@ def check_backward(bb, obj, split, idx, kd_outputs=True):
     assert prompts.grad is not None and prompts.grad.device == bb.device
 
 
+@pytest.mark.parametrize("prompt_kind", ["input", "deep"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_classification_and_regression_compute_on_the_backbones_device(kind):
+def test_classification_and_regression_compute_on_the_backbones_device(kind, prompt_kind):
     bb = meta_backbone(kind)
     assert bb.device.type == "meta"
     frame = pd.DataFrame({"text": TEXTS, "label": [1, 0, 1, 1, 0, 0]})
     obj = ClassificationObjective(bb, bb.task_head(["bad", "good"]))
     split = obj.encode(frame)
-    check_backward(bb, obj, split, [0, 3, 5, 1])
+    check_backward(bb, obj, split, [0, 3, 5, 1], prompt_kind=prompt_kind)
     # scoring's inner step: a bank of prompts on a length-sorted batch, under inference mode
     with torch.inference_mode():
         batch = bb.collate([split.ids[i] for i in [0, 1, 2]] * 2)
         assert batch.input_ids.device == bb.device and batch.attention_mask.device == bb.device
-        logits = bb.logits(torch.randn(6, L, bb.embed_dim), batch, obj.head)  # host prompts move over
+        logits = bb.logits(torch.randn(6, L, bb.prompt_width(prompt_kind)), batch, obj.head)  # host prompts move
     assert logits.shape == (6, 2) and logits.device == bb.device
     reg = RegressionObjective(bb, TaskConfig(source="local", path="x", kind="regression", labels={"low": "bad",
                                                                                                "high": "good"}))
-    check_backward(bb, reg, reg.encode(frame.assign(label=[4.5, 0.5, 3.0, 5.0, 1.0, 2.0])), [0, 1, 2])
+    check_backward(bb, reg, reg.encode(frame.assign(label=[4.5, 0.5, 3.0, 5.0, 1.0, 2.0])), [0, 1, 2],
+                   prompt_kind=prompt_kind)
 
 
 @pytest.mark.parametrize("kind", ["encoder", "masked_lm"])
@@ -111,19 +113,21 @@ def encoder_task():
     return bb, obj, obj.encode(frame)
 
 
-def bank_runs(bb, k=4, teacher=False):
+def bank_runs(bb, k=4, teacher=False, prompt_kind="input"):
     gen = torch.Generator().manual_seed(0)
-    inits = torch.randn(k, L, bb.embed_dim, generator=gen)
+    inits = torch.randn(k, L, bb.prompt_width(prompt_kind), generator=gen)
     return [RunSpec(f"r{i}", i % 2, inits[i], teacher=inits[(i + 1) % k] if teacher else None,
                     beta=0.5 if teacher else 0.0) for i in range(k)]
 
 
+@pytest.mark.parametrize("prompt_kind", ["input", "deep"])
 @pytest.mark.parametrize("max_tokens", [40, 12, 3])
-def test_a_chunked_bank_matches_the_unchunked_bank(max_tokens):
-    """max_tokens 40: chunks of whole runs; 12 and 3: slices of one run's rows (3: one row per pass)."""
+def test_a_chunked_bank_matches_the_unchunked_bank(max_tokens, prompt_kind):
+    """max_tokens 40: chunks of whole runs; 12 and 3: slices of one run's rows (3: one row per pass). A deep
+    prompt's L prefix positions count as tokens of the row, as an input prompt's do."""
     bb, obj, data = encoder_task()
     cfg = TrainingConfig(steps=4, batch_size=4, eval_every=2, lr=0.05, early_step=2, precision="fp32")
-    runs = bank_runs(bb, teacher=True)
+    runs = bank_runs(bb, teacher=True, prompt_kind=prompt_kind)
     whole = train_runs(bb, obj, data, data, runs, cfg, kd=PandaConfig(), log=lambda m: None)
     lines = []
     chunked = train_runs(bb, obj, data, data, runs, TrainingConfig(**{**cfg.__dict__, "max_tokens": max_tokens}),
@@ -145,12 +149,13 @@ def test_plan_chunks_cuts_by_tokens():
     assert memory.plan_chunks(1, 3, 10, 1) == [[P(0, 0, 1)], [P(0, 1, 2)], [P(0, 2, 3)]]
 
 
-def test_out_of_memory_halves_the_chunk_and_the_results_match(monkeypatch):
+@pytest.mark.parametrize("prompt_kind", ["input", "deep"])
+def test_out_of_memory_halves_the_chunk_and_the_results_match(monkeypatch, prompt_kind):
     """A device that holds at most 9 rows per pass: the 16-row step fails, is retried at half, and every run
     ends where an unchunked run ends (up to float rounding)."""
     bb, obj, data = encoder_task()
     cfg = TrainingConfig(steps=3, batch_size=4, eval_every=3, lr=0.05, early_step=1, precision="fp32")
-    runs = bank_runs(bb)
+    runs = bank_runs(bb, prompt_kind=prompt_kind)
     whole = train_runs(bb, obj, data, data, runs, cfg, log=lambda m: None)
     forward = obj.forward
     passes = []

@@ -47,7 +47,7 @@ def test_packed_pool_equals_unpacked_values_and_gradients():
     prompts = (0.1 * torch.randn(6, 4, bb.embed_dim)).requires_grad_(True)
     embeds, mask = bb.prompted_inputs(prompts, batch)
     assert packing.packing_saves(mask)
-    hidden = bb._hidden(embeds, mask)
+    hidden = bb._hidden(inputs_embeds=embeds, attention_mask=mask)
     m = mask.unsqueeze(-1).to(hidden.dtype)
     plain = (hidden * m).sum(1) / m.sum(1)
     packed = packing.packed_mean_pool(bb.model, embeds, mask)

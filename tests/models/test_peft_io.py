@@ -1,4 +1,5 @@
-"""PEFT prompt-tuning export/import: PEFT's forward pass gives what promptgrid's prompted path gives."""
+"""PEFT export/import: input prompts as prompt tuning, deep prompts as prefix tuning; PEFT's forward pass gives
+what promptgrid's scoring gives."""
 import copy
 import json
 
@@ -7,9 +8,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from tiny_models import tiny_backbone
+from tiny_models import liven, tiny_backbone, tokenizer
+from transformers import T5Config, T5ForConditionalGeneration
 
-from promptgrid.models.peft_io import PROMPT_KEY, PeftAdapterError, PeftExportError, export_peft, import_peft
+from promptgrid.config import BackboneConfig
+from promptgrid.models.loading import wrap_model
+from promptgrid.models.peft_io import (
+    PROMPT_KEY,
+    PeftAdapterError,
+    PeftExportError,
+    adapter_prompt_kind,
+    export_peft,
+    import_peft,
+)
 from promptgrid.storage.files import PromptFileError
 
 TEXTS = ["the room was lovely and clean", "terrible service, never again, not for any money"]
@@ -217,3 +228,143 @@ def test_import_errors_name_the_file(tmp_path):
         import_peft(out, expect_dim=16)
     with pytest.raises(PeftAdapterError, match="does not exist"):
         import_peft(tmp_path / "missing", expect_dim=16)
+
+
+# ---------------------------------------------------------------- deep prompts as prefix tuning
+def _deep(bb, L=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(L, bb.deep_width, generator=g) * 0.5
+
+
+def _deep_backbone(kind):
+    """A lively tiny backbone; seq2seq: a T5 with ONE encoder and decoder layer, the only depth PEFT 0.21 maps
+    faithfully (peft_io's docstring)."""
+    if kind != "seq2seq":
+        return liven(tiny_backbone(kind))
+    torch.manual_seed(0)
+    cfg = T5Config(vocab_size=tokenizer().vocab_size, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_decoder_layers=1,
+                   num_heads=2, decoder_start_token_id=0, pad_token_id=0, eos_token_id=102,
+                   attn_implementation="eager")
+    return liven(wrap_model("tiny-t5", BackboneConfig(model="tiny", kind="seq2seq", max_length=32),
+                            T5ForConditionalGeneration(cfg), tokenizer()))
+
+
+def _peft_scores(bb, pm, batch, head):
+    """Label scores (B, C) of a PEFT model run per unpadded row, by promptgrid's rule for the backbone's kind."""
+    B = batch.input_ids.shape[0]
+    scores = torch.empty(B, len(head.label_texts))
+    for b in range(B):
+        n = int(batch.attention_mask[b].sum())
+        ids = batch.input_ids[b:b + 1, :n]
+        if bb.kind == "encoder":
+            pooled = pm(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state.mean(1)
+            scores[b] = bb.cfg.temperature * F.normalize(pooled, dim=-1)[0] @ head.label_embeddings.T
+            continue
+        for c, label in enumerate(head.label_token_ids):
+            if bb.kind == "causal_lm":
+                row = torch.tensor([ids[0].tolist() + label])
+                logp = F.log_softmax(pm(input_ids=row, attention_mask=torch.ones_like(row)).logits, -1)[0, n - 1:-1]
+            else:
+                logp = F.log_softmax(pm(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                        labels=torch.tensor([label])).logits, -1)[0]
+            scores[b, c] = logp.gather(-1, torch.tensor(label)[:, None]).sum()
+    return scores
+
+
+@pytest.mark.parametrize("kind", ["encoder", "causal_lm", "seq2seq"])
+def test_deep_export_loads_in_peft_with_equal_scores(tmp_path, kind):
+    bb = _deep_backbone(kind)
+    prompt = _deep(bb, seed=1)
+    pm = _peft_model(bb, export_peft(prompt, bb, tmp_path / "adapter", META))
+    config = pm.peft_config["default"]
+    assert (config.peft_type, config.task_type) == ("PREFIX_TUNING", {"encoder": "FEATURE_EXTRACTION",
+                                                                      "causal_lm": "CAUSAL_LM",
+                                                                      "seq2seq": "SEQ_2_SEQ_LM"}[kind])
+    assert torch.equal(pm.prompt_encoder["default"].embedding.weight, prompt)
+    batch, head = _batch(bb), bb.task_head(LABELS)
+    B = batch.input_ids.shape[0]
+    with torch.no_grad():
+        ours = bb.logits(prompt.expand(B, -1, -1), batch, head)
+        theirs = _peft_scores(bb, pm, batch, head)
+        unprompted = _peft_scores(bb, copy.deepcopy(bb.model), batch, head) if kind != "seq2seq" else None
+    torch.testing.assert_close(theirs, ours, atol=ATOL, rtol=0)
+    if unprompted is not None:  # the adapter's prefix matters, so the equality above is not vacuous
+        assert (unprompted - ours).abs().max() > 1e-2
+
+
+def test_deep_export_writes_prefix_tuning_files_and_round_trips(tmp_path):
+    bb = tiny_backbone("causal_lm")
+    geo = bb.prefix_geometry
+    prompt = _deep(bb, L=5)
+    out = export_peft(prompt, bb, tmp_path / "adapter", META)
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert (config["peft_type"], config["task_type"], config["prefix_projection"]) == ("PREFIX_TUNING", "CAUSAL_LM",
+                                                                                        False)
+    assert (config["num_virtual_tokens"], config["num_layers"], config["token_dim"],
+            config["num_attention_heads"]) == (5, 2, 16, 2)
+    assert geo.width == config["num_layers"] * 2 * config["token_dim"] == 64
+    assert adapter_prompt_kind(out) == "deep"
+    back, meta = import_peft(out, expect_dim=bb.deep_width, kind="deep", n_layers=geo.n_layers)
+    assert torch.equal(back, prompt) and meta == META
+    # a one-layer T5's adapter carries PEFT's own two submodules (its seq2seq cache needs them)
+    t5 = _deep_backbone("seq2seq")
+    config = json.loads((export_peft(_deep(t5), t5, tmp_path / "t5", META) / "adapter_config.json").read_text())
+    assert (config["task_type"], config["num_layers"], config["num_transformer_submodules"]) == ("SEQ_2_SEQ_LM", 1, 2)
+
+
+def test_deep_export_refuses_masked_lm_and_deeper_seq2seq(tmp_path):
+    mlm = tiny_backbone("masked_lm")
+    with pytest.raises(PeftExportError, match="'masked_lm' has no faithful PEFT form: PEFT has no masked-LM task"):
+        export_peft(_deep(mlm), mlm, tmp_path / "mlm", META)
+    t5 = tiny_backbone("seq2seq")  # two decoder layers
+    with pytest.raises(PeftExportError, match=r"2 decoder layers .* layer 2i mod 2"):
+        export_peft(_deep(t5), t5, tmp_path / "t5", META)
+    assert not (tmp_path / "mlm").exists() and not (tmp_path / "t5").exists()
+    enc = tiny_backbone("encoder")
+    with pytest.raises(PeftExportError, match="width 40 != embedding size 16 .* or deep width 64"):
+        export_peft(torch.zeros(3, 40), enc, tmp_path / "enc", META)
+
+
+def test_import_reads_prefix_adapters_saved_by_peft_itself(tmp_path):
+    """A PEFT-trained prefix adapter, plain or projected (PEFT saves the projected prefix), is the deep prompt that
+    makes promptgrid's scores equal PEFT's."""
+    bb = _deep_backbone("causal_lm")
+    batch, head = _batch(bb), bb.task_head(LABELS)
+    for projection in (False, True):
+        torch.manual_seed(7)
+        cfg = peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3, prefix_projection=projection,
+                                      encoder_hidden_size=8)
+        peft.get_peft_model(copy.deepcopy(bb.model), cfg).save_pretrained(str(tmp_path / f"ad{projection}"))
+        prompt, meta = import_peft(tmp_path / f"ad{projection}", expect_dim=bb.deep_width, kind="deep", n_layers=2)
+        assert prompt.shape == (3, bb.deep_width) and meta["peft_task_type"] == "CAUSAL_LM"
+        pm = _peft_model(bb, tmp_path / f"ad{projection}")
+        with torch.no_grad():
+            ours = bb.logits(prompt.expand(2, -1, -1), batch, head)
+            torch.testing.assert_close(_peft_scores(bb, pm, batch, head), ours, atol=ATOL, rtol=0)
+
+
+def test_import_refuses_the_other_kind_other_depths_and_deeper_seq2seq(tmp_path):
+    bb = tiny_backbone("causal_lm")
+    deep = export_peft(_deep(bb), bb, tmp_path / "deep", META)
+    shallow = export_peft(_prompt(bb), bb, tmp_path / "input", META)
+    assert adapter_prompt_kind(shallow) == "input"
+    with pytest.raises(PeftAdapterError, match="peft_type is 'PREFIX_TUNING', which holds deep prompts; input "
+                                               "prompts come from 'PROMPT_TUNING'"):
+        import_peft(deep, expect_dim=bb.embed_dim, kind="input")
+    with pytest.raises(PeftAdapterError, match="peft_type is 'PROMPT_TUNING', which holds input prompts"):
+        import_peft(shallow, expect_dim=bb.deep_width, kind="deep")
+    with pytest.raises(PeftAdapterError, match=r"prompt width 64 does not match the expected deep prompt width .* 128"):
+        import_peft(deep, expect_dim=128, kind="deep")
+    with pytest.raises(PeftAdapterError, match="num_layers=2, but the backbone's deep prompts have 4 layers"):
+        import_peft(deep, expect_dim=64, kind="deep", n_layers=4)
+    config = json.loads((deep / "adapter_config.json").read_text())
+    (deep / "adapter_config.json").write_text(json.dumps({**config, "token_dim": 8}))
+    with pytest.raises(PeftAdapterError, match=r"num_layers=2 x 2 x token_dim=8 != the stored prefix width 64"):
+        import_peft(deep, expect_dim=64, kind="deep")
+    # a PEFT-saved adapter of a two-layer T5 decoder: PEFT gives its layers other rows than promptgrid would
+    t5 = tiny_backbone("seq2seq")
+    peft.get_peft_model(copy.deepcopy(t5.model), peft.PrefixTuningConfig(task_type="SEQ_2_SEQ_LM",
+                                                                         num_virtual_tokens=3)
+                        ).save_pretrained(str(tmp_path / "t5"))
+    with pytest.raises(PeftAdapterError, match="SEQ_2_SEQ_LM prefix-tuning adapter of 2 layers cannot be"):
+        import_peft(tmp_path / "t5", expect_dim=t5.deep_width, kind="deep", n_layers=2)

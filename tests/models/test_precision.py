@@ -10,6 +10,7 @@ from promptgrid.engine.scoring import encode_split, predict_bank
 from promptgrid.engine.training import RunSpec, train_runs
 from promptgrid.models import precision
 from promptgrid.models.precision import Compute, lowered_knobs, precision_scope, resolve_attention, resolve_precision
+from promptgrid.models.prefix import random_deep_prompt
 from promptgrid.models.prompt import init_prompt
 from promptgrid.objectives.classification import ClassificationObjective
 from promptgrid.storage import hardware
@@ -156,10 +157,14 @@ def _encoder_logits(bb, prompts, data, prec):
     return predict_bank(bb, head, prompts, data, batch_size=4, precision=prec)
 
 
-def test_bf16_scores_agree_with_fp32_within_the_bf16_bound():
+@pytest.mark.parametrize("prompt_kind", ["input", "deep"])
+def test_bf16_scores_agree_with_fp32_within_the_bf16_bound(prompt_kind):
     bb = liven(tiny_backbone("encoder", seed=1, temperature=10.0), std=0.3)
     data = encode_split(bb, ["great lovely stay", "awful bad room", "so so", "lovely"], [0, 1, 1, 0])
-    prompts = torch.stack([init_prompt(PromptConfig(length=3), bb.embed_layer.weight, seed=s) for s in range(3)])
+    if prompt_kind == "deep":  # keys and values of the scale the livened model's own have
+        prompts = torch.stack([random_deep_prompt(3, bb.deep_width, 0.3, seed=s) for s in range(3)])
+    else:
+        prompts = torch.stack([init_prompt(PromptConfig(length=3), bb.embed_layer.weight, seed=s) for s in range(3)])
     fp32 = _encoder_logits(bb, prompts, data, "fp32")
     bf16 = _encoder_logits(bb, prompts, data, "bf16")
     depth = 2 * 4  # 2 layers x (QKV, attention output, FFN in, FFN out)
@@ -170,14 +175,16 @@ def test_bf16_scores_agree_with_fp32_within_the_bf16_bound():
     assert bf16.dtype == torch.float32  # scores leave the scope as fp32
 
 
-def test_bf16_training_keeps_fp32_master_prompts_and_optimizer_state(tmp_path):
+@pytest.mark.parametrize("prompt_kind", ["input", "deep"])
+def test_bf16_training_keeps_fp32_master_prompts_and_optimizer_state(tmp_path, prompt_kind):
     bb = liven(tiny_backbone("encoder", seed=1, temperature=10.0), std=0.3)
     texts = ["great lovely stay", "awful bad room", "lovely lovely", "bad awful", "great", "awful"]
     data = encode_split(bb, texts, [0, 1, 0, 1, 0, 1])
     head = bb.task_head(["positive", "negative"])
     cfg = TrainingConfig(lr=0.1, steps=4, batch_size=4, eval_every=2, checkpoint_every=2, early_step=2,
                          precision="bf16")
-    init = init_prompt(PromptConfig(length=3), bb.embed_layer.weight, seed=0)
+    init = (random_deep_prompt(3, bb.deep_width, 1.0, seed=0) if prompt_kind == "deep"
+            else init_prompt(PromptConfig(length=3), bb.embed_layer.weight, seed=0))
     ckpt = tmp_path / "ckpt.pt"
     [res] = train_runs(bb, ClassificationObjective(bb, head, "accuracy"), data, data, [RunSpec("r", 0, init)], cfg, checkpoint=ckpt,
                        checkpoint_key="k", log=lambda m: None)

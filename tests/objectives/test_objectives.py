@@ -122,6 +122,7 @@ def test_task_kind_without_a_path_fails_at_dag_build(repo, monkeypatch):
     raw = yaml.safe_load((repo / "config.yaml").read_text())
     raw["backbones"]["minilm"]["kind"] = "masked_lm"
     raw["tasks"]["debates"].update(kind="span_qa", labels={})
+    raw["prompt"] = {"kind": "input"}  # deep prompts score classification and regression tasks only
     cfg = StudyConfig.from_dict(raw)
     check_task_kinds(cfg)  # every built-in pair has an objective
     assert isinstance(make_objective(tiny_backbone("masked_lm"), squad_cfg()), TaggingObjective)

@@ -1,15 +1,18 @@
-"""PEFT PromptTuning adapters as source prompts (tasks.<name>.peft_adapters): config checks at DAG
-build, and the train verb importing instead of training."""
+"""PEFT adapters as source prompts (tasks.<name>.peft_adapters): config checks at DAG build, and the train verb
+importing instead of training (PromptTuning: input prompts, PrefixTuning: deep prompts)."""
+import copy
 import json
 from pathlib import Path
 
 import pandas as pd
+import peft
 import pytest
 import torch
 import yaml
 from tiny_models import tiny_model, tokenizer
 
 from promptgrid.config import ConfigError, StudyConfig
+from promptgrid.models.peft_io import import_peft
 from promptgrid.pipeline.checks import check_inputs_exist
 from promptgrid.storage.files import load_prompt
 
@@ -134,3 +137,64 @@ def test_train_verb_imports_the_adapter_and_transfer_uses_it(setup):
     row = zs[(zs.source == "a") & (zs.seed == 0)]
     expect_c = study.objective("enc", "c").score(prompt[None], study.encoded("enc", "c", "test"), 64, "fp32")[0]
     assert row.score.item() == pytest.approx(expect_c)
+
+
+# ---------------------------------------------------------------- deep prompts from PrefixTuning adapters
+def _prefix_adapter(tmp_path, length=4):
+    torch.manual_seed(5)
+    pm = peft.get_peft_model(copy.deepcopy(tiny_model("encoder", seed=0)),
+                             peft.PrefixTuningConfig(task_type="FEATURE_EXTRACTION", num_virtual_tokens=length))
+    folder = tmp_path / "prefix-adapter"
+    pm.save_pretrained(str(folder))
+    return pm.prompt_encoder["default"].embedding.weight.detach().clone(), folder
+
+
+def _config(tmp_path, model_dir, adapter, kind):
+    raw = _raw(tmp_path, model_dir, {"enc": str(adapter)})
+    raw["prompt"] = {"length": 4, "kind": kind, "init": "random"} if kind == "deep" else {"length": 4}
+    config = tmp_path / f"study-{kind}.yaml"
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return config
+
+
+def test_prefix_adapter_is_a_deep_source_prompt_and_the_bank_exports(setup):
+    from promptgrid.cli import main
+
+    tmp_path, model_dir = setup
+    weight, folder = _prefix_adapter(tmp_path)
+    config = _config(tmp_path, model_dir, folder, "deep")
+
+    def verb(*args):
+        assert main([args[0], "--config", str(config), *args[1:]]) == 0, args
+
+    for task in ("a", "b", "c"):
+        verb("prepare", "--task", task)
+        verb("train", "--backbone", "enc", "--task", task)
+    out = tmp_path / "results" / "peft-sources"
+    got, meta = load_prompt(out / "prompts/enc/task/a/seed0.safetensors")
+    assert got.shape == (4, 64) and torch.equal(got, weight)
+    assert meta["imported_from"] == str(folder)
+    verb("export-peft-bank", "--backbone", "enc", "--out", str(tmp_path / "bank"))
+    exported = json.loads((tmp_path / "bank/b/seed1/adapter_config.json").read_text())
+    assert (exported["peft_type"], exported["num_layers"], exported["token_dim"]) == ("PREFIX_TUNING", 2, 16)
+    back, _ = load_prompt(out / "prompts/enc/task/a/seed1.safetensors")
+    assert torch.equal(import_peft(tmp_path / "bank/a/seed1", expect_dim=64, kind="deep")[0], back)
+
+
+def test_adapter_of_the_other_kind_is_refused_naming_the_key(setup):
+    from promptgrid.models.peft_io import export_peft
+    from promptgrid.pipeline.context import Study
+    from promptgrid.pipeline.train import train
+
+    tmp_path, model_dir = setup
+    _, folder = _prefix_adapter(tmp_path)
+    config = _config(tmp_path, model_dir, folder, "input")
+    study = Study.from_file(config)
+    with pytest.raises(ConfigError, match=r"tasks\.a\.peft_adapters\.enc'?: adapter .* is a PEFT PREFIX_TUNING adapter, "
+                                          r"which holds deep prompts, but the study's prompt.kind is 'input'"):
+        train(study, "enc", "a")
+    shallow = export_peft(torch.zeros(4, 16), study.backbone("enc"), tmp_path / "shallow", {})
+    study = Study.from_file(_config(tmp_path, model_dir, shallow, "deep"))
+    with pytest.raises(ConfigError, match=r"PROMPT_TUNING adapter, which holds input prompts, but the study's "
+                                          r"prompt.kind is 'deep', whose prompts come from PREFIX_TUNING adapters"):
+        train(study, "enc", "a")

@@ -13,7 +13,7 @@ from promptgrid.storage.files import load_prompt
 pytestmark = pytest.mark.slow
 
 
-def make_study(repo, root):
+def make_study(repo, root, prompt_kind="input"):
     raw = {
         "study": "resume",
         "results_dir": str(root / "results"),
@@ -23,7 +23,8 @@ def make_study(repo, root):
                               "labels": {"0": "negative", "1": "neutral", "2": "positive"},
                               "dev_fraction": 0.25, "test_fraction": 0.25}},
         "sources": ["reviews"], "targets": ["reviews"], "seeds": [0, 1],
-        "prompt": {"length": 4},
+        "prompt": {"length": 4} if prompt_kind == "input" else {"length": 4, "kind": "deep", "init": "random",
+                                                                 "random_std": 1.0},
         "training": {"steps": 60, "batch_size": 4, "eval_every": 20, "checkpoint_every": 5, "early_step": 5,
                      "precision": "fp32"},
     }
@@ -38,10 +39,11 @@ def promptgrid(env, *args, **kw):
                             text=True, **kw)
 
 
-def test_sigkill_then_resume_is_bit_identical(repo, venv_env, tmp_path):
+@pytest.mark.parametrize("prompt_kind", ["input", "deep"])
+def test_sigkill_then_resume_is_bit_identical(repo, venv_env, tmp_path, prompt_kind):
     finals = {}
     for name in ("uninterrupted", "killed"):
-        cfg, out = make_study(repo, tmp_path / name)
+        cfg, out = make_study(repo, tmp_path / name, prompt_kind)
         assert promptgrid(venv_env, "prepare", "--config", str(cfg), "--task", "reviews").wait(120) == 0
         proc = promptgrid(venv_env, "train", "--config", str(cfg), "--backbone", "minilm", "--task", "reviews")
         if name == "killed":
@@ -63,6 +65,7 @@ def test_sigkill_then_resume_is_bit_identical(repo, venv_env, tmp_path):
             text = proc.communicate(timeout=300)[0]
             assert proc.returncode == 0, text
         finals[name] = [load_prompt(out / f"prompts/minilm/task/reviews/seed{s}.safetensors")[0] for s in (0, 1)]
+        assert finals[name][0].shape[-1] == (384 if prompt_kind == "input" else 6 * 2 * 384)  # MiniLM: 6 layers
         assert not (out / "checkpoints/minilm/train/reviews.pt").exists()  # cleaned up once outputs are written
     for a, b in zip(finals["uninterrupted"], finals["killed"]):
         assert torch.equal(a, b)

@@ -195,7 +195,7 @@ def test_module_schedules_prefixed_rules(repo, venv_env, tmp_path):
 
     counts = job_counts(module_dry_run(repo, venv_env, tmp_path))
     expected = expected_counts(load_config_with_plugins(repo / "config.yaml"))
-    assert counts["total"] == sum(expected.values()) == 39, counts  # 35 jobs + 4 fetch jobs (one per source)
+    assert counts["total"] == sum(expected.values()) == 49, counts  # 45 jobs + 4 fetch jobs (one per source)
     assert counts["promptgrid_fetch_source"] == 4
     jobs = set(counts) - {"total"}
     assert {"promptgrid_train_backbone", "promptgrid_transfer", "promptgrid_collect", "promptgrid_all"} <= jobs

@@ -1,5 +1,6 @@
 """The contracts in promptgrid.protocols hold for every implementation: each member exists, with the protocol's
 parameters in the protocol's order (an implementation may add trailing parameters with defaults)."""
+import functools
 import inspect
 
 import pytest
@@ -41,6 +42,8 @@ def violations(cls, proto, instance_attrs=()) -> list:
             continue
         if want is None:
             continue
+        if isinstance(have, functools.cached_property):
+            have = have.func
         have = have.fget if isinstance(have, property) else have
         got = params(have)
         if got[:len(params(want))] != params(want):

@@ -232,3 +232,36 @@ def test_prompt_bank_exported_for_peft(two_runs):
             prompt, meta = import_peft(adapter, expect_dim=384)
             original, _ = load_prompt(out / f"prompts/minilm/task/{task}/seed{seed}.safetensors")
             assert prompt.equal(original) and meta["task"] == task
+
+
+@pytest.fixture(scope="module")
+def deep_run(tmp_path_factory, repo_module, env_module):
+    """The tiny study once more with deep prompts (P-tuning v2): every stage, method, metric and export."""
+    tmp = tmp_path_factory.mktemp("deep")
+    path, raw = study_copy(repo_module, tmp, "deep")
+    raw["prompt"] = {"length": 4, "kind": "deep", "init": "random", "random_std": 1.0}
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    run_study(repo_module, env_module, path)
+    return raw, tmp / "results" / raw["study"]
+
+
+def test_a_deep_prompt_study_runs_every_stage(deep_run):
+    from promptgrid.models.peft_io import import_peft
+
+    raw, out = deep_run
+    width = 6 * 2 * 384  # MiniLM: 6 layers, a key and a value of 384 per layer and prefix position
+    prompt, meta = load_prompt(out / "prompts/minilm/task/hotels/seed0.safetensors")
+    assert prompt.shape == (4, width) and meta["prompt_kind"] == "deep"
+    vanilla, vmeta = load_prompt(out / "prompts/minilm/vanilla/medicine/hotels/seed0.safetensors")
+    assert vanilla.shape == (4, width) and vmeta["prompt_kind"] == "deep"
+    transfer = pd.read_parquet(out / "tables/transfer.parquet")
+    for method in raw["transfer"]["methods"]:
+        assert (transfer.method == method).any(), method
+    assert transfer.score.between(0, 100).all()
+    similarity = pd.read_parquet(out / "tables/similarity.parquet")
+    assert {"cos_avg", "on", "panda_sim", "max"} <= set(similarity.metric)
+    assert similarity.value.notna().all()
+    adapter = out / "peft/minilm/hotels/seed0"
+    assert json.loads((adapter / "adapter_config.json").read_text())["peft_type"] == "PREFIX_TUNING"
+    imported, _ = import_peft(adapter, expect_dim=width, kind="deep", n_layers=6)
+    assert imported.equal(prompt)

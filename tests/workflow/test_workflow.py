@@ -14,7 +14,7 @@ def snakemake(repo, env, *args, timeout=300):
 
 
 STUDIES = ["config.yaml", "tests/studies/tiny.yaml", "studies/registry-21x9.yaml", "studies/bigbench-21x9.yaml",
-           "studies/panda-21x9.yaml",
+           "studies/panda-21x9.yaml", "studies/panda-21x9-input.yaml", "studies/panda-offline.yaml",
            "studies/spot.yaml", "studies/su.yaml", "studies/cross-model.yaml"]
 
 
@@ -34,7 +34,7 @@ def test_dry_run_job_counts_match_grid_formula(repo, venv_env, tmp_path, study):
 
 def test_default_grid_size(repo):
     cfg = StudyConfig.from_dict(yaml.safe_load((repo / "config.yaml").read_text()))
-    assert (len(cfg.sources), len(cfg.targets), len(cfg.seeds)) == (6, 3, 2)
+    assert (len(cfg.sources), len(cfg.targets), len(cfg.seeds)) == (6, 6, 2) and cfg.prompt.kind == "deep"
     from promptgrid.registry import SOURCES
 
     # only sources Python fetches itself (pip, npm tarballs over HTTPS), pinned and hashed: no Debian, no files

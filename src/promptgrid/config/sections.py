@@ -17,6 +17,11 @@ from promptgrid.registry import METHODS, PROJECTORS, SIMILARITIES, SOURCES
 
 BACKBONE_KINDS = ("encoder", "causal_lm", "seq2seq", "masked_lm")
 INIT_KINDS = ("vocab", "labels", "random", "file")
+#: input: L vectors before the tokens (Lester et al., SPoT, Su et al.); deep: a key/value prefix in every layer's
+#: self-attention (P-tuning v2, PEFT's PrefixTuning; promptgrid.models.prefix)
+PROMPT_KINDS = ("input", "deep")
+#: initialisations that are input embeddings, meaningless for a deep prompt's keys and values
+EMBEDDING_INITS = ("vocab", "labels")
 OPTIMIZERS = ("adamw", "adafactor", "sgd")
 PRECISIONS = ("fp32", "bf16", "auto")
 ATTENTIONS = ("auto", "eager", "sdpa")
@@ -33,6 +38,8 @@ TASK_SCORES = tuple(dict.fromkeys(s for scores in KIND_SCORES.values() for s in 
 HASH_NEUTRAL_TASK_KEYS = {"label_range": [0.0, 5.0], "tag_names": None, "max_new_tokens": 32, "peft_adapters": {}}
 #: speed choices that never change what is computed beyond float rounding: in no config hash
 HASH_FREE_TRAINING_KEYS = ("attention", "device", "max_tokens")
+#: prompt keys hashed only when they differ from this value (added later: the hashes of earlier studies stand)
+HASH_NEUTRAL_PROMPT_KEYS = {"kind": "input"}
 #: keys that were removed or split, with what to write instead (an old study fails at DAG build saying so)
 RETIRED_KEYS = {
     ("training", "fast_matmul"): "it was split in two: training.attention (auto | eager | sdpa, a speed choice) "
@@ -173,9 +180,12 @@ class TaskConfig(Section):
 
 @dataclass
 class PromptConfig(Section):
-    """The soft prompt: its length and where it starts."""
+    """The soft prompt: its kind, its length and where it starts."""
 
-    length: int = setting(20, ge=1, help="number of soft-prompt vectors L")
+    kind: str = setting("input", choices=PROMPT_KINDS, what="prompt kind", help=(
+        "input (L vectors before the tokens, stored (L, d)) | deep (P-tuning v2: a key/value prefix of L positions in "
+        "every self-attention layer, stored (L, n_layers*2*d) as PEFT's PrefixTuning; init random or file)"))
+    length: int = setting(20, ge=1, help="number of soft-prompt vectors L (deep: prefix positions per layer)")
     init: str = setting("vocab", choices=INIT_KINDS, what="init", help=(
         "vocab (rows of the embedding table) | labels (the label words' embeddings) | random (normal) | file"))
     init_file: Optional[str] = setting(None, help="safetensors prompt for init: file")
@@ -185,6 +195,10 @@ class PromptConfig(Section):
     def check(self):
         if self.init == "file" and not self.init_file:
             raise ConfigError("init_file", "required when init is 'file'")
+        if self.kind == "deep" and self.init in EMBEDDING_INITS:
+            raise ConfigError("init", f"{self.init!r} starts from input embeddings, which mean nothing as a deep "
+                                      f"prompt's keys and values; with kind 'deep' use 'random' (P-tuning v2 as "
+                                      f"WHU-ZQH/PANDA ran it: N(0, 0.02^2), random_std's default) or 'file'")
 
 
 @dataclass

@@ -3,7 +3,8 @@
 A rule passes the hash as a param (``params: cfg_hash=...``), so Snakemake reruns a job exactly when a
 section it reads changes; the verb records the same hash in its outputs' provenance and keys its
 training checkpoints by it. Upstream changes need no entry here: they reach a job through its input
-files. ``training.attention`` is in no hash (a speed choice); the configured ``training.precision`` is
+files. ``prompt.kind`` is in every hash a prompt reaches (a metric's definition depends on it; hashed only when
+``deep``, so earlier studies keep their hashes). ``training.attention`` is in no hash (a speed choice); the configured ``training.precision`` is
 in the hash of every stage that runs a model (through ``training`` or explicitly).
 """
 from __future__ import annotations
@@ -18,8 +19,8 @@ STAGES = {
     "prepare": ((), True, False),
     "train": (("prompt", "training", "seeds"), True, True),
     "transfer": (("prompt", "training", "seeds", "sources"), True, True),  # + the method's own section
-    "prompt_similarity": (("seeds", "sources", "targets", "metrics.names"), False, True),
-    "model_similarity": (("seeds", "sources", "targets", "training.precision"), False, True),  # + the metric's keys
+    "prompt_similarity": (("seeds", "sources", "targets", "metrics.names", "prompt.kind"), False, True),
+    "model_similarity": (("seeds", "sources", "targets", "training.precision", "prompt.kind"), False, True),  # + the metric's keys
     "collect": (("seeds", "sources", "targets", "transfer.methods", "metrics.names", "training.early_step",
                  "analysis.early_step"), False, False),
     "correlate": (("analysis", "seeds", "sources", "targets", "transfer.methods", "metrics.names"), False, False),

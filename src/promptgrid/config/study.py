@@ -17,6 +17,7 @@ from typing import Any, Optional
 from promptgrid.config.fields import NAME_PATTERN, NAME_RULE, ConfigError, Section, setting, unoptional
 from promptgrid.config.sections import (
     HASH_FREE_TRAINING_KEYS,
+    HASH_NEUTRAL_PROMPT_KEYS,
     HASH_NEUTRAL_TASK_KEYS,
     RETIRED_KEYS,
     AnalysisConfig,
@@ -84,6 +85,27 @@ class StudyConfig(Section):
             for i, t in enumerate(self.cross_model.held_out):
                 if t not in self.trained_tasks:
                     raise ConfigError(f"cross_model.held_out[{i}]", f"task {t!r} is neither a source nor a target")
+        if self.prompt.kind == "deep":
+            self._check_deep()
+
+    def _check_deep(self) -> None:
+        """What deep prompts do not reach, refused before any job runs."""
+        for name in self.trained_tasks:
+            if self.tasks[name].kind not in DEEP_TASK_KINDS:
+                raise ConfigError(f"tasks.{name}.kind", f"task {name!r} is a {self.tasks[name].kind} task; deep prompts "
+                                                         f"(prompt.kind: deep) score {' and '.join(DEEP_TASK_KINDS)} "
+                                                         f"tasks only")
+        if self.cross_model is not None:
+            raise ConfigError("cross_model", "cross-model projection maps input prompts (L, d) between embedding "
+                                             "spaces; with prompt.kind 'deep' it is not defined: remove cross_model "
+                                             "or set prompt.kind: input")
+        from promptgrid.registry import SIMILARITIES
+
+        for i, name in enumerate(self.metrics.names):
+            spec = SIMILARITIES.get(name)
+            if spec is not None and not spec.deep:
+                raise ConfigError(f"metrics.names[{i}]", f"metric {name!r} has no meaning for deep prompts "
+                                                         f"(prompt.kind: deep): {spec.deep_reason}")
 
     def _refuse_overlaps(self) -> None:
         """No two trained tasks may share texts: the same data twice (same source, path, files, config and split),
@@ -134,6 +156,13 @@ class StudyConfig(Section):
         d = self.to_dict()
         for key in HASH_FREE_TRAINING_KEYS:
             d["training"].pop(key, None)
+        neutral_prompt = [k for k, v in HASH_NEUTRAL_PROMPT_KEYS.items() if d["prompt"].get(k) == v]
+        for key in neutral_prompt:
+            del d["prompt"][key]
+        for name, section in self.transfer.sections.items():  # a method's keys added after studies ran
+            for key, neutral in getattr(type(section), "HASH_NEUTRAL", {}).items():
+                if d["transfer"][name].get(key) == neutral:
+                    del d["transfer"][name][key]
         for task_dict in d["tasks"].values():
             for key, neutral in HASH_NEUTRAL_TASK_KEYS.items():
                 if key in task_dict and task_dict[key] == neutral:
@@ -142,6 +171,8 @@ class StudyConfig(Section):
                 task_dict[old] = task_dict.pop(renamed)
         parts = {}
         for k in keys:  # "metrics.panda_examples" picks one value out of a section
+            if k.startswith("prompt.") and k[len("prompt."):] in neutral_prompt:
+                continue
             value = d
             for part in k.split("."):
                 value = value[part]
@@ -160,6 +191,10 @@ class StudyConfig(Section):
 def _data_identity(task: TaskConfig) -> tuple:
     """What names a task's examples: one hub dataset with another config, split or files is other data."""
     return task.source, task.path, task.hf_config, task.data_files, task.hf_split
+
+
+#: task kinds whose objectives take deep prompts (label scoring through Backbone.logits)
+DEEP_TASK_KINDS = ("classification", "regression")
 
 
 def default_cache_dir() -> Path:

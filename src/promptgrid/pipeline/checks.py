@@ -32,6 +32,8 @@ def check_inputs_exist(cfg: StudyConfig) -> None:
             resolve_model(name, bb)
         except BackboneError as err:
             raise ConfigError(f"backbones.{name}.model", str(err)) from None
+    from promptgrid.models.peft_io import PEFT_TYPES
+
     for name, task in cfg.tasks.items():
         for bname, adapter in task.peft_adapters.items():
             key = f"tasks.{name}.peft_adapters.{bname}"
@@ -41,9 +43,14 @@ def check_inputs_exist(cfg: StudyConfig) -> None:
                 if missing:
                     raise ConfigError(key, f"PEFT adapter folder {adapter} lacks {', '.join(missing)}")
                 try:
-                    n_virtual = json.loads((folder / "adapter_config.json").read_text()).get("num_virtual_tokens")
+                    adapter_cfg = json.loads((folder / "adapter_config.json").read_text())
+                    n_virtual, peft_type = adapter_cfg.get("num_virtual_tokens"), adapter_cfg.get("peft_type")
                 except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
                     raise ConfigError(key, f"{folder / 'adapter_config.json'} is not a JSON object: {err}") from None
+                held = PEFT_TYPES.get(peft_type)
+                if held is not None and held != cfg.prompt.kind:
+                    raise ConfigError(key, f"adapter {adapter} is a PEFT {peft_type} adapter, which holds {held} "
+                                           f"prompts, but prompt.kind is {cfg.prompt.kind!r}")
                 if n_virtual is not None and n_virtual != cfg.prompt.length:
                     raise ConfigError(key, f"adapter {adapter} has {n_virtual} virtual tokens, prompt.length is "
                                            f"{cfg.prompt.length}; transfer banks need one length")

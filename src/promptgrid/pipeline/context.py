@@ -58,7 +58,7 @@ class Study:
         if self._backbones and "compute" not in extra:
             extra["compute"] = self.compute.record()
         return provenance(config_hash, seed=seed, backbone_revision=revision, config=self.cfg.to_dict(),
-                          study=self.cfg.study, **extra)
+                          study=self.cfg.study, prompt_kind=self.cfg.prompt.kind, **extra)
 
     # -- how this job computes, resolved on the node that runs it (promptgrid.models.precision)
     @functools.cached_property
@@ -155,18 +155,29 @@ class Study:
                     load_model: bool = True) -> torch.Tensor:
         """A task's prompt (L, d), its width checked against the backbone (``load_model=False``: against
         nothing here; callers that never run the model check the widths agree among themselves)."""
-        dim = self.backbone(backbone).embed_dim if load_model else None
+        dim = self.prompt_width(backbone) if load_model else None
         prompt, _ = load_prompt(self.path(layout.task_prompt(backbone, task, seed, early)),
                                 expect_dim=dim, expect_length=self.cfg.prompt.length)
         return prompt
 
+    def prompt_width(self, backbone: str) -> int:
+        """The width of this study's prompts on ``backbone``: d (input prompts) or D (deep prompts)."""
+        return self.backbone(backbone).prompt_width(self.cfg.prompt.kind)
+
     def fresh_init(self, backbone: str, task: str, seed: int) -> torch.Tensor:
+        """A run's initial prompt (L, d), or (L, D) for deep prompts (N(0, random_std^2) or the init file)."""
         from promptgrid.models.prompt import init_prompt
 
         bb = self.backbone(backbone)
+        pc = self.cfg.prompt
         from_file = None
-        if self.cfg.prompt.init == "file":
-            from_file, _ = load_prompt(self.cfg.prompt.init_file, expect_dim=bb.embed_dim)
+        if pc.init == "file":
+            from_file, _ = load_prompt(pc.init_file, expect_dim=self.prompt_width(backbone), expect_length=pc.length)
+        if pc.kind == "deep":
+            from promptgrid.models.prefix import random_deep_prompt
+
+            return from_file.clone() if from_file is not None else random_deep_prompt(
+                pc.length, bb.deep_width, pc.random_std, seed)
         label_ids = None  # tasks without label words (span_qa, ner) start from sampled vocabulary
         if self.cfg.tasks[task].kind in ("classification", "regression"):
             head = self.head(backbone, task)
@@ -184,7 +195,7 @@ class Study:
     def transfer_prompt(self, backbone: str, method: str, target: str, source: str, seed: int) -> torch.Tensor:
         """The best prompt (L, d) of ``method``'s run from ``source`` into ``target``."""
         prompt, _ = load_prompt(self.path(layout.transfer_prompt(backbone, method, target, source, seed)),
-                                expect_dim=self.backbone(backbone).embed_dim)
+                                expect_dim=self.prompt_width(backbone))
         return prompt
 
     def similarities(self, backbone: str, target: str, metric: str) -> dict:

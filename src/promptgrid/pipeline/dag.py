@@ -200,8 +200,11 @@ class Workflow:
         return [spec.name for spec in FIGURES.ordered() if spec.variants(self.cfg)]
 
     def peft_outputs(self) -> list:
-        """PEFT has no masked-LM prompt-tuning task whose outputs match promptgrid's, so those are not exported."""
-        return [self.R(layout.peft_bank(b)) for b, bb in self.cfg.backbones.items() if bb.kind != "masked_lm"]
+        """PEFT has no masked-LM task whose outputs match promptgrid's, and PEFT 0.21 gives a seq2seq decoder's
+        layers other layers' prefixes (promptgrid.models.peft_io), so those are not exported."""
+        deep = self.cfg.prompt.kind == "deep"
+        return [self.R(layout.peft_bank(b)) for b, bb in self.cfg.backbones.items()
+                if bb.kind != "masked_lm" and not (deep and bb.kind == "seq2seq")]
 
     def final_outputs(self) -> list:
         out = [self.R(layout.table(t)) for t in layout.TABLES] + self.peft_outputs()

@@ -2,7 +2,8 @@
 
 Generic over the similarity registry (:data:`promptgrid.registry.SIMILARITIES`): prompt-only metrics
 give all (source, target) prompt pairs at once through their ``matrix``, for the final and the early
-prompts (SPoT's early task embeddings, written as ``early_<metric>``); model-based metrics compute
+prompts (SPoT's early task embeddings, written as ``early_<metric>``), deep prompts per key/value block
+(:mod:`promptgrid.similarity.prompt_math`); model-based metrics compute
 their own values through the study (``SimilaritySpec.compute``). Every value is averaged over all seed
 pairs.
 """
@@ -26,14 +27,18 @@ def _rows(backbone: str, values: dict) -> list:
 
 def prompt_similarity(study: Study, backbone: str) -> None:
     """Every configured prompt-only metric for every (source, target) pair, final and early prompts."""
+    from promptgrid.similarity.prompt_math import prompt_blocks
     from promptgrid.similarity.seed_pairs import seed_pair_similarity
 
     cfg = study.cfg
     names = [m for m in cfg.metrics.names if SIMILARITIES[m].scope == "prompt"]
+    # prompt-only metrics never run the model, so for input prompts the job skips loading it (per-job overhead);
+    # deep prompts are compared per key/value block, and how many blocks there are is the backbone's geometry
+    deep = cfg.prompt.kind == "deep"
+    blocks = prompt_blocks(study.backbone(backbone), cfg.prompt.kind) if deep else 1
     values = {}
     for early in (False, True):
-        # prompt-only metrics never run the model, so the job skips loading it (per-job overhead)
-        prompts = {t: {seed: study.task_prompt(backbone, t, seed, early, load_model=False) for seed in cfg.seeds}
+        prompts = {t: {seed: study.task_prompt(backbone, t, seed, early, load_model=deep) for seed in cfg.seeds}
                    for t in cfg.trained_tasks}
         widths = {(t, seed): p.shape[1] for t, by_seed in prompts.items() for seed, p in by_seed.items()}
         if len(set(widths.values())) > 1:
@@ -41,7 +46,7 @@ def prompt_similarity(study: Study, backbone: str) -> None:
                              f"another backbone?")
         for metric in names:
             name = f"early_{metric}" if early else metric
-            values.update({(s, t, name): seed_pair_similarity(prompts[s], prompts[t], metric)
+            values.update({(s, t, name): seed_pair_similarity(prompts[s], prompts[t], metric, blocks)
                            for s in cfg.sources for t in cfg.targets})
     h = study.stage_hash("prompt_similarity", backbone=backbone)
     write_table(pd.DataFrame(_rows(backbone, values), columns=SIMILARITY_COLUMNS),

@@ -65,18 +65,28 @@ def train(study: Study, backbone: str, task: str) -> None:
 
 
 def _import_task_prompt(study: Study, backbone: str, task: str, adapter: str) -> None:
-    """A source task's prompt taken from a PEFT PromptTuning adapter instead of trained: the same prompt
-    for every seed (it has one), scored on the task's dev and test splits so its rows look like a trained
-    task's (best_step 0, one curve point)."""
+    """A source task's prompt taken from a PEFT adapter instead of trained (PromptTuning: an input prompt (L, d),
+    PrefixTuning: a deep prompt (L, D), as ``prompt.kind`` says): the same prompt for every seed (it has one),
+    scored on the task's dev and test splits so its rows look like a trained task's (best_step 0, one curve
+    point)."""
+    from promptgrid.config import ConfigError
+    from promptgrid.models.peft_io import PEFT_TYPES, adapter_prompt_kind, resolve_adapter
     from promptgrid.models.peft_io import import_peft as load
-    from promptgrid.models.peft_io import resolve_adapter
 
     cfg = study.cfg
+    key, kind = f"tasks.{task}.peft_adapters.{backbone}", cfg.prompt.kind
     bb = study.backbone(backbone)
     folder = resolve_adapter(adapter, cfg.cache_path / "hub")
-    prompt, adapter_meta = load(folder, expect_dim=bb.embed_dim)
+    held = adapter_prompt_kind(folder)
+    if held != kind:
+        peft_type = {k: t for t, k in PEFT_TYPES.items()}
+        raise ConfigError(key, f"adapter {adapter} is a PEFT {peft_type[held]} adapter, which holds {held} prompts, "
+                               f"but the study's prompt.kind is {kind!r}, whose prompts come from "
+                               f"{peft_type[kind]} adapters")
+    prompt, adapter_meta = load(folder, expect_dim=study.prompt_width(backbone), kind=kind,
+                                n_layers=bb.prefix_geometry.n_layers if kind == "deep" else None)
     if prompt.shape[0] != cfg.prompt.length:
-        raise ValueError(f"tasks.{task}.peft_adapters.{backbone}: adapter {adapter} has {prompt.shape[0]} virtual "
+        raise ValueError(f"{key}: adapter {adapter} has {prompt.shape[0]} virtual "
                          f"tokens, the study's prompt.length is {cfg.prompt.length}; transfer banks need one length")
     objective = study.objective(backbone, task)
     dev, test = (study.encoded(backbone, task, s) for s in ("dev", "test"))

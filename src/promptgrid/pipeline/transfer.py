@@ -3,10 +3,12 @@
 Generic over the method registry (:data:`promptgrid.registry.METHODS`): a trained method hands over the
 runs of its bank (``MethodSpec.plan``) and this verb trains, scores and writes them; an evaluating
 method (zero-shot) returns its scores (``MethodSpec.evaluate``). Either way the job writes the
-method's runs part (one row per run) and, for trained methods, learning curves and prompts.
+method's runs part (one row per run) and, for trained methods, learning curves and prompts. A trained
+method's runs table records the learning rate its runs trained with (``lr``: ``RunPlan.lr`` or ``training.lr``).
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pandas as pd
@@ -49,9 +51,11 @@ def _trained(study: Study, spec, backbone: str, target: str) -> None:
     objective = study.objective(backbone, target)
     tr, dev, test = (study.encoded(backbone, target, s) for s in ("train", "dev", "test"))
     plan = spec.plan(study, backbone, target)
+    # a method may train at its own learning rate (its config section holds it, so it is in this stage's hash)
+    training = study.training if plan.lr is None else dataclasses.replace(study.training, lr=plan.lr)
     h = study.stage_hash("transfer", task=target, backbone=backbone, method=method)
     ckpt = study.path(layout.checkpoint(method, backbone, target))
-    results = train_runs(study.backbone(backbone), objective, tr, dev, plan.runs, study.training, kd=plan.kd,
+    results = train_runs(study.backbone(backbone), objective, tr, dev, plan.runs, training, kd=plan.kd,
                          checkpoint=ckpt, checkpoint_key=study.checkpoint_key(h), label=f"{method} {backbone}/->{target}")
     scores = objective.score(torch.stack([r.best_prompt for r in results]), test, cfg.training.eval_batch_size,
                              study.precision)
@@ -62,7 +66,7 @@ def _trained(study: Study, spec, backbone: str, target: str) -> None:
                                step=r.best_step))
     df = pd.DataFrame({"backbone": backbone, "source": sources, "target": target, "method": method, "seed": seeds,
                        "score": scores, "best_dev": [r.best_dev for r in results],
-                       "best_step": [r.best_step for r in results], **plan.extra})
+                       "best_step": [r.best_step for r in results], "lr": training.lr, **plan.extra})
     meta = study.meta(h, seed=cfg.seeds, backbone=backbone)
     write_table(df, study.path(layout.method_runs(backbone, method, target)), meta)
     write_table(curves_frame(backbone, target, method, results, sources, seeds),

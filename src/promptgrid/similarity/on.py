@@ -2,7 +2,8 @@
 
 Registered as the similarity metric ``on``; it also writes ``on_w<i>``, the overlap within the i-th
 window of ``metrics.on_window`` layers. Each prompt's mask is computed once and cached beside the
-study (``Study.prompt_cache``)."""
+study (``Study.prompt_cache``). A deep prompt (no positions of its own) is read with the backbone's minimal
+input and the prompt as every layer's key/value prefix (:data:`DEEP_READ_SITES`)."""
 from __future__ import annotations
 
 import math
@@ -162,11 +163,26 @@ READ_SITES = {
 }
 
 
+#: where ON reads a deep prompt (promptgrid.models.prefix): the probe tokens of READ_SITES without the prompt's
+#: positions (a deep prompt has none), the prefix in the attention of every layer where the backbone puts it
+DEEP_READ_SITES = {
+    "masked_lm": "[CLS] [MASK] [SEP], the prefix in every encoder layer; the FFNs at the [MASK]",
+    "encoder": "the tokens of an empty input ([CLS] [SEP]), the prefix in every layer; the FFNs averaged over "
+               "those tokens, as deep mean pooling averages them",
+    "seq2seq": "encoder input EOS alone, unprefixed; the decoder's start token, the prefix in every decoder "
+               "self-attention; the decoder's FFNs at that position",
+    "causal_lm": "EOS alone, the prefix in every layer; the FFNs at that position",
+}
+
+
 def prompt_activation_mask(bb, prompt: torch.Tensor, post_activation: bool = False) -> torch.Tensor:
-    """ON's activation pattern of one prompt (L, d) on backbone ``bb`` (a promptgrid Backbone), bool
-    (n_layers, ffn_dim), read where that kind of backbone reads its prediction (:data:`READ_SITES`)."""
+    """ON's activation pattern of one prompt on backbone ``bb`` (a promptgrid Backbone), bool
+    (n_layers, ffn_dim), read where that kind of backbone reads its prediction: an input prompt (L, d) at
+    :data:`READ_SITES`, a deep prompt (L, D) at :data:`DEEP_READ_SITES` (:func:`deep_activation_mask`)."""
     import torch
 
+    if bb.is_deep(prompt):
+        return deep_activation_mask(bb, prompt, post_activation)
     tok, device = bb.tokenizer, bb.device
     embed = bb.embed_layer
     prompt = prompt.to(device=device, dtype=embed.weight.dtype)
@@ -192,6 +208,33 @@ def prompt_activation_mask(bb, prompt: torch.Tensor, post_activation: bool = Fal
         start = bb.model.config.decoder_start_token_id
         kwargs["decoder_input_ids"] = torch.tensor([[start if start is not None else 0]], device=device)
     return _capture(owner, lambda: bb.model(**kwargs), positions, post_activation) > 0
+
+
+def deep_activation_mask(bb, prompt: torch.Tensor, post_activation: bool = False) -> torch.Tensor:
+    """ON's activation pattern of one deep prompt (L, D) on backbone ``bb``, bool (n_layers, ffn_dim).
+
+    A deep prompt has no positions of its own, so the probe is the backbone's minimal input with the prompt as
+    every layer's key/value prefix, through the backbone's own deep path (``bb.model_inputs``; seq2seq:
+    ``bb.decoder_prefix``): the same probe tokens as :data:`READ_SITES` uses for an input prompt, without the
+    prompt's positions, read at the same site (:data:`DEEP_READ_SITES`)."""
+    import torch
+
+    tok, device, kind = bb.tokenizer, bb.device, bb.cfg.kind
+    prompts = prompt[None]  # (1, L, D)
+    eos = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
+    if kind == "seq2seq":
+        start = bb.model.config.decoder_start_token_id
+        ids = torch.tensor([[eos]], device=device)
+        kwargs = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                  "decoder_input_ids": torch.tensor([[start if start is not None else 0]], device=device),
+                  **bb.decoder_prefix(prompts)}
+        return _capture(bb.model.get_decoder(), lambda: bb.model(**kwargs), [0], post_activation) > 0
+    # masked LM: input_ids of "" is [SEP], and its deep input puts [CLS] [MASK] before it; encoder: [CLS] [SEP]
+    ids = [eos] if kind == "causal_lm" else bb.input_ids([""])[0]
+    kwargs, _, _ = bb.model_inputs(prompts, bb.collate([ids]))
+    n_tokens = kwargs["inputs_embeds"].shape[1]
+    positions = {"masked_lm": [1], "encoder": list(range(n_tokens))}.get(kind, [n_tokens - 1])
+    return _capture(bb.model, lambda: bb.model(**kwargs), positions, post_activation) > 0
 
 
 def on_overlap(mask_a: torch.Tensor, mask_b: torch.Tensor) -> float:

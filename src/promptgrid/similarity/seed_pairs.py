@@ -60,8 +60,9 @@ def seed_pair_mean(values_by_seed_pair) -> SeedPairStat:
     return SeedPairStat(float(arr.mean()), std, int(arr.size))
 
 
-def seed_pair_similarity(prompts_s, prompts_t, metric: str) -> SeedPairStat:
-    """A prompt metric averaged over all (seed_s, seed_t) pairs; prompts per seed as mapping or list."""
+def seed_pair_similarity(prompts_s, prompts_t, metric: str, blocks: int = 1) -> SeedPairStat:
+    """A prompt metric averaged over all (seed_s, seed_t) pairs; prompts per seed as mapping or list
+    (``blocks``: deep prompts' key/value blocks, :func:`promptgrid.similarity.prompt_math.similarity_matrix`)."""
     items_s, items_t = _items(prompts_s, "prompts_s"), _items(prompts_t, "prompts_t")
-    mat = similarity_matrix(list(items_s.values()), list(items_t.values()), metric)
+    mat = similarity_matrix(list(items_s.values()), list(items_t.values()), metric, blocks)
     return seed_pair_mean(mat.reshape(-1).tolist())
