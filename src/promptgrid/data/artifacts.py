@@ -153,8 +153,13 @@ def fetch_pypi(art: Artifact, folder: Path) -> Path:
     return path
 
 
+#: npm's own default registry, used where neither the environment nor an npm client names another
+DEFAULT_NPM_REGISTRY = "https://registry.npmjs.org"
+
+
 def npm_registry() -> str:
-    """The npm registry's address: $NPM_CONFIG_REGISTRY, else what the npm client is configured with."""
+    """The npm registry's address: $NPM_CONFIG_REGISTRY, else what the npm client is configured with, else npm's
+    default (a machine without npm can still fetch the default study's npm sources)."""
     url = os.environ.get("NPM_CONFIG_REGISTRY") or os.environ.get("npm_config_registry")
     if not url and shutil.which("npm"):
         try:
@@ -162,10 +167,7 @@ def npm_registry() -> str:
                                  timeout=60).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             url = ""
-    if not url:
-        raise SourceUnavailable("no npm registry is known here: set NPM_CONFIG_REGISTRY to its address "
-                                "(what `npm config get registry` prints where npm is installed)")
-    return url.rstrip("/")
+    return (url or DEFAULT_NPM_REGISTRY).rstrip("/")
 
 
 def _http_get(url: str) -> bytes:
