@@ -75,3 +75,25 @@ def lively(kind: str):
     """A tiny model with larger random weights, so its greedy outputs differ between inputs and prompts
     (at the default init every row decodes the same tokens, which would hide padding bugs)."""
     return liven(tiny_backbone(kind, seed=3))
+
+
+#: the first FFN projection of each tiny family: BERT, Llama, T5 (ReLU)
+FIRST_FFN = ("intermediate.dense", "mlp.gate_proj", "DenseReluDense.wi")
+
+
+def ffn_pre_activations(stack, forward, positions):
+    """A reference for ON that does not use on.py: forward hooks on every first FFN projection (``FIRST_FFN``) of
+    ``stack`` while ``forward()`` runs; per layer, the mean over ``positions`` of batch row 0 -> (n_layers, ffn_dim)
+    float (a neuron is "on" where it is > 0)."""
+    rows, handles = [], []
+    for name, module in stack.named_modules():
+        if name.endswith(FIRST_FFN):
+            handles.append(module.register_forward_hook(
+                lambda m, a, out: rows.append(out[0, positions].float().mean(0))))
+    try:
+        with torch.no_grad():
+            forward()
+    finally:
+        for h in handles:
+            h.remove()
+    return torch.stack(rows)

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 import yaml
-from tiny_models import liven, tiny_backbone
+from tiny_models import ffn_pre_activations, liven, tiny_backbone
 from transformers import DynamicCache, EncoderDecoderCache
 
 from promptgrid.config import ConfigError
@@ -115,24 +115,6 @@ def hand_cache(prompt: torch.Tensor):
     return cache
 
 
-FIRST_FFN = ("intermediate.dense", "mlp.gate_proj", "DenseReluDense.wi")  # BERT, Llama, T5 (ReLU) in tiny_models
-
-
-def pre_activations(stack, forward, positions):
-    """Per layer, the first FFN projection's output averaged over ``positions`` of batch row 0: (n_layers, ffn)."""
-    rows, handles = [], []
-    for name, module in stack.named_modules():
-        if name.endswith(FIRST_FFN):
-            handles.append(module.register_forward_hook(lambda m, a, out: rows.append(out[0, positions].mean(0))))
-    try:
-        with torch.no_grad():
-            forward()
-    finally:
-        for h in handles:
-            h.remove()
-    return torch.stack(rows)
-
-
 def _deep_prompt(seed, L=3, std=1.0):
     return torch.randn(L, WIDTH, generator=torch.Generator().manual_seed(seed)) * std
 
@@ -181,7 +163,7 @@ def test_deep_on_reads_the_probe_with_the_prefix_in_every_layer(kind):
         run = lambda: bb.model(input_ids=torch.tensor([[tok.sep_token_id]]),  # noqa: E731
                                decoder_input_ids=torch.tensor([[bb.model.config.decoder_start_token_id]]),
                                **{key: EncoderDecoderCache(hand_cache(prompt), DynamicCache())})
-    pre = pre_activations(stack, run, positions)
+    pre = ffn_pre_activations(stack, run, positions)
     assert pre.abs().min() > 1e-4  # no neuron sits on the threshold: the bool comparison is not up to rounding
     assert torch.equal(on.prompt_activation_mask(bb, prompt), pre > 0)
 
@@ -205,13 +187,13 @@ def test_deep_on_of_a_cached_context_equals_the_input_it_was_cached_from(kind):
         if kind == "causal_lm":
             prompt = _prefix_from_cache(bb.model(input_ids=y, use_cache=True).past_key_values)
             plain = torch.cat([y, torch.tensor([[sep]])], dim=1)
-            pre = pre_activations(bb.model, lambda: bb.model(input_ids=plain), [y.shape[1]])
+            pre = ffn_pre_activations(bb.model, lambda: bb.model(input_ids=plain), [y.shape[1]])
         else:
             enc = torch.tensor([[sep]])
             out = bb.model(input_ids=enc, decoder_input_ids=y, use_cache=True)
             prompt = _prefix_from_cache(out.past_key_values.self_attention_cache)
             plain = torch.cat([y, torch.tensor([[bb.model.config.decoder_start_token_id]])], dim=1)
-            pre = pre_activations(bb.model.get_decoder(), lambda: bb.model(input_ids=enc, decoder_input_ids=plain),
+            pre = ffn_pre_activations(bb.model.get_decoder(), lambda: bb.model(input_ids=enc, decoder_input_ids=plain),
                                   [y.shape[1]])
     assert prompt.shape == (y.shape[1], WIDTH)
     assert pre.abs().min() > 1e-4

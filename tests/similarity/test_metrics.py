@@ -254,27 +254,9 @@ def test_panda_pooling_and_similarity():
 # ---------------------------------------------------------------- ON's read site per backbone kind
 
 
-def _reference_pre_activations(stack, forward, positions):
-    """Independent of on.py: forward hooks on every module whose name ends in a first-FFN projection of
-    this test's tiny families (BERT intermediate.dense, Llama mlp.gate_proj, T5 DenseReluDense.wi),
-    per layer the mean over ``positions`` of batch row 0 -> (n_layers, ffn_dim) bool (> 0)."""
-    rows, handles = [], []
-    for name, module in stack.named_modules():
-        if name.endswith(("intermediate.dense", "mlp.gate_proj", "DenseReluDense.wi")):
-            handles.append(module.register_forward_hook(
-                lambda m, a, out: rows.append(out[0, positions].float().mean(0))))
-    try:
-        with torch.no_grad():
-            forward()
-    finally:
-        for h in handles:
-            h.remove()
-    return torch.stack(rows) > 0
-
-
 @pytest.mark.parametrize("kind", ["masked_lm", "encoder", "seq2seq", "causal_lm"])
 def test_on_reads_where_each_backbone_kind_reads_its_prediction(kind):
-    from tiny_models import liven, tiny_backbone
+    from tiny_models import ffn_pre_activations, liven, tiny_backbone
 
     bb = liven(tiny_backbone(kind), std=0.5)
     tok, embed = bb.tokenizer, bb.embed_layer
@@ -297,14 +279,14 @@ def test_on_reads_where_each_backbone_kind_reads_its_prediction(kind):
         else:  # causal LM: prompt + EOS, read at the last position
             x = torch.cat([prompt, ids(tok.sep_token_id)])[None]
             stack, positions, kwargs = bb.model, [4], {}
-    expected = _reference_pre_activations(stack, lambda: bb.model(inputs_embeds=x, **kwargs), positions)
+    expected = ffn_pre_activations(stack, lambda: bb.model(inputs_embeds=x, **kwargs), positions) > 0
     mask = on.prompt_activation_mask(bb, prompt)
     assert mask.dtype == torch.bool and torch.equal(mask, expected)
     assert 0 < mask.sum() < mask.numel()  # some neurons on and some off: the comparison can fail
     # the read site matters: the old site (the appended special token; for T5 the encoder's EOS) differs
     if kind != "encoder":
         old_stack = bb.model.get_encoder() if kind == "seq2seq" else stack
-        elsewhere = _reference_pre_activations(old_stack, lambda: bb.model(inputs_embeds=x, **kwargs),
-                                               [x.shape[1] - 1] if kind != "causal_lm" else [0])
+        elsewhere = ffn_pre_activations(old_stack, lambda: bb.model(inputs_embeds=x, **kwargs),
+                                        [x.shape[1] - 1] if kind != "causal_lm" else [0]) > 0
         assert not torch.equal(mask, elsewhere)
     assert set(on.READ_SITES) == {"masked_lm", "encoder", "seq2seq", "causal_lm"}
