@@ -232,19 +232,22 @@ class EncoderBackbone(Backbone):
 
     def pooled(self, prompts, batch):
         """Mean-pooled last hidden state (B, h); uneven batches run packed (promptgrid.models.packing)."""
-        deep = self.is_deep(prompts)
-        embeds, mask = self.token_inputs(batch) if deep else self.prompted_inputs(prompts, batch)
-        # only for models whose default position ids are 0..n-1 (BERT); RoBERTa-style offsets differ. Only on a
-        # CPU, which spends its time on pad tokens; a GPU barely notices them, and packing's 4D mask would rule
-        # out its fused attention kernels
-        if (self.device.type == "cpu" and getattr(self.model.config, "model_type", None) in PACKABLE_MODEL_TYPES
-                and packing.packing_saves(mask)):
-            if deep:
-                return packing.packed_deep_mean_pool(self.model, self.prefix_geometry, prompts, embeds, mask)
+        if self.is_deep(prompts):
+            if not self.packs(batch.attention_mask):
+                return super().pooled(prompts, batch)
+            embeds, mask = self.token_inputs(batch)
+            return packing.packed_deep_mean_pool(self.model, self.prefix_geometry, prompts, embeds, mask)
+        embeds, mask = self.prompted_inputs(prompts, batch)
+        if self.packs(mask):
             return packing.packed_mean_pool(self.model, embeds, mask)
-        if deep:
-            return super().pooled(prompts, batch)
         return mean_pool(self._hidden(inputs_embeds=embeds, attention_mask=mask), mask)
+
+    def packs(self, mask) -> bool:
+        """Whether a batch with this (B, T) mask runs packed: only for models whose default position ids are 0..n-1
+        (BERT; RoBERTa-style offsets differ), only on a CPU, which spends its time on pad tokens (a GPU barely
+        notices them, and packing's 4D mask would rule out its fused attention kernels), and only where it saves."""
+        return (self.device.type == "cpu" and getattr(self.model.config, "model_type", None) in PACKABLE_MODEL_TYPES
+                and packing.packing_saves(mask))
 
     def logits(self, prompts, batch, head):
         pooled = F.normalize(self.pooled(prompts, batch).float(), dim=-1)
@@ -266,22 +269,17 @@ class CausalLMBackbone(Backbone):
         return TaskHead(list(label_texts), label_token_ids=ids)
 
     def logits(self, prompts, batch, head):
-        B, L, _ = prompts.shape
-        C = head.n_labels
+        B, C = prompts.shape[0], head.n_labels
         if batch.ids is None:
             lengths = batch.attention_mask.sum(1).tolist()
             host_ids = [batch.input_ids[b, : lengths[b]].tolist() for b in range(B)]
         else:
             host_ids = batch.ids
-        off = 0 if self.is_deep(prompts) else L  # output positions before the tokens
-        rows, spans = [], []
-        for b in range(B):
-            ctx = list(host_ids[b])
-            for c in range(C):
-                rows.append(ctx + head.label_token_ids[c])
-                spans.append((off + len(ctx), len(head.label_token_ids[c])))
+        rows = [list(host_ids[b]) + head.label_token_ids[c] for b in range(B) for c in range(C)]
         packed = self.collate(rows)
-        kwargs, _, _ = self.model_inputs(prompts.repeat_interleave(C, dim=0), packed)
+        # off: output positions before the tokens (L for an input prompt, 0 for a deep one)
+        kwargs, _, off = self.model_inputs(prompts.repeat_interleave(C, dim=0), packed)
+        spans = [(off + len(host_ids[b]), len(head.label_token_ids[c])) for b in range(B) for c in range(C)]
         logp = F.log_softmax(self.model(**kwargs).logits.float(), dim=-1)
         # token at position p is predicted by the logits at p - 1: one gather over every (row, label token)
         rows_i = [r for r, (_, n) in enumerate(spans) for _ in range(n)]
