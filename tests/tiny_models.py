@@ -81,13 +81,24 @@ def lively(kind: str):
 FIRST_FFN = ("intermediate.dense", "mlp.gate_proj", "DenseReluDense.wi")
 
 
-def ffn_pre_activations(stack, forward, positions):
-    """A reference for ON that does not use on.py: forward hooks on every first FFN projection (``FIRST_FFN``) of
-    ``stack`` while ``forward()`` runs; per layer, the mean over ``positions`` of batch row 0 -> (n_layers, ffn_dim)
-    float (a neuron is "on" where it is > 0)."""
+#: the output projection of each tiny family's FFN, whose input is the activation after the nonlinearity
+#: (BERT's "attention.output.dense" is the attention's, not the FFN's)
+FFN_OUT = ("mlp.down_proj", "DenseReluDense.wo")
+
+
+def ffn_activations(stack, forward, positions, post: bool = False):
+    """A reference for ON that does not use on.py: while ``forward()`` runs, per layer of ``stack`` the mean over
+    ``positions`` of batch row 0 of the FFN's first projection (``FIRST_FFN``; ``post`` False: before the
+    nonlinearity) or of the input of its output projection (``post`` True: after the nonlinearity; BERT
+    ``layer.N.output.dense``, Llama ``mlp.down_proj``, T5 ``DenseReluDense.wo``) -> (n_layers, ffn_dim) float (a
+    neuron is "on" where it is > 0)."""
     rows, handles = [], []
     for name, module in stack.named_modules():
-        if name.endswith(FIRST_FFN):
+        if post and (name.endswith(FFN_OUT) or (name.endswith(".output.dense")
+                                                and not name.endswith("attention.output.dense"))):
+            handles.append(module.register_forward_pre_hook(
+                lambda m, args: rows.append(args[0][0, positions].float().mean(0))))
+        elif not post and name.endswith(FIRST_FFN):
             handles.append(module.register_forward_hook(
                 lambda m, a, out: rows.append(out[0, positions].float().mean(0))))
     try:
@@ -97,3 +108,23 @@ def ffn_pre_activations(stack, forward, positions):
         for h in handles:
             h.remove()
     return torch.stack(rows)
+
+
+def ffn_pre_activations(stack, forward, positions):
+    """:func:`ffn_activations` before the nonlinearity."""
+    return ffn_activations(stack, forward, positions)
+
+
+def hand_cache(prompt: torch.Tensor, n_layers: int = 2, heads: int = 2, head_dim: int = 8):
+    """The prefix of a deep prompt (L, D) as a transformers cache, written out here (not through models.prefix):
+    layer i's key is columns [2i h, (2i+1) h) with h = heads x head_dim, its value the next h, each
+    (1, heads, L, head_dim)."""
+    from transformers import DynamicCache
+
+    L, block = prompt.shape[0], heads * head_dim
+    cache = DynamicCache()
+    for i in range(n_layers):
+        k, v = (prompt[:, j * block:(j + 1) * block].reshape(L, heads, head_dim).transpose(0, 1)[None]
+                for j in (2 * i, 2 * i + 1))
+        cache.update(k, v, i)
+    return cache

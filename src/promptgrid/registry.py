@@ -1,9 +1,10 @@
-"""Registries of the five things a study is built from: data sources, transfer methods, similarity metrics,
-figure kinds and cross-model projectors.
+"""Registries of the six things a study is built from: data sources, transfer methods, similarity metrics,
+figure kinds, cross-model projectors and the analysis-stage predictors the metrics are compared with.
 
 Each is one file that registers itself on import (``promptgrid/data/sources/<name>.py``,
 ``promptgrid/methods/<name>.py``, ``promptgrid/similarity/<name>.py``, ``promptgrid/figures/<name>.py``,
-``promptgrid/engine/projectors/<name>.py``, or a study's own ``plugins:`` file). A spec says everything the rest
+``promptgrid/engine/projectors/<name>.py``, ``promptgrid/analysis/predictors/<name>.py``, or a study's own
+``plugins:`` file). A spec says everything the rest
 of the code needs: a method's says how it runs, how it is judged and how it is drawn, so no other module names
 a method. Everything else reads the registries: the config loader validates names and builds each
 method's typed section, the schema's enums come from them, the layout names their files, the
@@ -256,3 +257,27 @@ class ProjectorSpec:
 
 
 PROJECTORS = Registry("projector")
+
+
+@dataclass(frozen=True)
+class PredictorSpec:
+    """An analysis-stage predictor of transfer: it scores each (source, target) pair from what the study
+    measured (the gains on *other* targets, the task families) or from the metrics themselves, so it can only
+    run after the transfer jobs, beside the similarity metrics it keeps honest. The correlation, retrieval and
+    summary tables, the findings and the figures show every similarity metric against these.
+
+    ``predict(data: promptgrid.analysis.predictors.PredictorData) -> DataFrame`` with columns backbone, method,
+    source, target, value (larger = ranked earlier). ``kind`` is "comparator" (a reference a metric must beat)
+    or "learned" (fitted on the metrics and the comparators, leave one target out). Registered from
+    ``promptgrid/analysis/predictors/<name>.py`` or a study's plugin file; ``order`` is their order in the
+    tables.
+    """
+
+    name: str
+    summary: str  # one line: what it predicts from
+    order: int
+    predict: Callable
+    kind: str = "comparator"
+
+
+PREDICTORS = Registry("analysis predictor")

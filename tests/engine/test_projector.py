@@ -249,6 +249,66 @@ def test_task_training_names_a_task_without_prompts():
                    seed=0, log=quiet)
 
 
+# ---------------------------------------------------------------- recipes: quick, and Su et al.'s
+def test_make_optimizer_is_su_s_adamw_or_quick_s_adam():
+    from promptgrid.engine.projection import RECIPES, SU_RECIPE, make_optimizer
+
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    su = make_optimizer(params, RECIPES["su"], lr=0.1)  # su fixes its own lr: cross_model.lr is not used
+    assert RECIPES["su"] is SU_RECIPE and type(su) is torch.optim.AdamW
+    assert {k: su.defaults[k] for k in ("lr", "eps", "weight_decay")} == {"lr": 5e-3, "eps": 1e-6, "weight_decay": 0.0}
+    assert SU_RECIPE.batch_size == 16
+    quick = make_optimizer(params, RECIPES["quick"], lr=0.1)
+    assert type(quick) is torch.optim.Adam and quick.defaults["lr"] == 0.1 and quick.defaults["eps"] == 1e-8
+
+
+def first_adam_step(w, grad, lr, eps):
+    """Adam / AdamW (no weight decay) after one step, by hand: the bias-corrected moments are g and g^2."""
+    return w - lr * grad / (grad.abs() + eps)
+
+
+@pytest.mark.parametrize("fit", ["distance", "task"])
+def test_both_fits_step_with_the_recipe_s_optimiser_and_lr(fit, monkeypatch):
+    import promptgrid.engine.projection as projection
+
+    used = []
+    real = projection.make_optimizer
+    monkeypatch.setattr(projection, "make_optimizer", lambda *a, **k: used.append(real(*a, **k)) or used[-1])
+    g = make_projector("linear", 3, 6, 16 if fit == "task" else 5, seed=0)
+    w0 = g.body.weight.detach().clone()
+    if fit == "distance":
+        Pa, Pb, _, _ = synthetic_pairs(n=8, L=3, d_a=6, d_b=5)
+        distance_loss(g(Pa), Pb).backward()
+        run = lambda: train_distance(g, Pa, Pb, steps=1, lr=0.1, seed=0, log=quiet,  # noqa: E731
+                                     recipe=projection.SU_RECIPE)
+    else:
+        bb = sensitive_lm()
+        tasks = {"sent": lm_tasks(bb)["sent"]}
+        prompts_a = {"sent": torch.randn(1, 3, 6, generator=torch.Generator().manual_seed(0))}
+        task = tasks["sent"]
+        idx = projection.batch_indices(len(task.data), 4, 0, 0).tolist()
+        logits = bb.logits(g(prompts_a["sent"][0]).unsqueeze(0).expand(4, -1, -1),
+                           bb.collate([task.data.ids[i] for i in idx]), task.head)
+        F.cross_entropy(logits, task.data.labels[idx]).backward()
+        run = lambda: train_task(g, bb, tasks, prompts_a, steps=1, lr=0.1, seed=0, batch_size=4,  # noqa: E731
+                                 log=quiet, recipe=projection.SU_RECIPE)
+    grad = g.body.weight.grad.clone()
+    g.zero_grad(set_to_none=True)
+    run()
+    assert len(used) == 1 and type(used[0]) is torch.optim.AdamW and used[0].defaults["lr"] == 5e-3
+    assert torch.allclose(g.body.weight.detach(), first_adam_step(w0, grad, 5e-3, 1e-6), atol=1e-7)
+    assert not torch.allclose(g.body.weight.detach(), first_adam_step(w0, grad, 0.1, 1e-6), atol=1e-4)
+
+
+def test_epoch_steps_count_su_s_passes():
+    from promptgrid.engine.projection import distance_epoch_steps, task_epoch_steps
+
+    assert [distance_epoch_steps(n, 16) for n in (1, 16, 17, 48)] == [1, 1, 2, 3]
+    # Su et al.'s mixture: every task cut to the smallest one's size (10), with each of its A prompts (2 + 1)
+    assert task_epoch_steps({"a": 30, "b": 10}, {"a": 2, "b": 1}, 16) == 2  # ceil(10 * 3 / 16)
+    assert task_epoch_steps({"a": 30, "b": 10}, {"a": 2, "b": 2}, 4) == 10
+
+
 # ---------------------------------------------------------------- the pipeline verbs, on tiny models
 def tiny_study(tmp_path):
     """A study on two tiny random backbones of different widths: encoder d=16 -> causal LM d=24."""
@@ -338,6 +398,55 @@ def test_project_jobs_then_collect_and_figure_write_the_table_and_figure(tmp_pat
     figure(study, "cross_model", "lm")
     for ext in ("png", "pdf"):
         assert study.path(layout.figure_file("lm", "cross_model", "enc_to_lm", ext)).stat().st_size > 0
+
+
+def test_the_su_recipe_fits_for_its_epochs_and_records_them(tmp_path):
+    from safetensors import safe_open
+
+    from promptgrid.pipeline import crossmodel as xm
+    from promptgrid.pipeline.prepare import prepare
+    from promptgrid.pipeline.train import train
+    from promptgrid.storage import layout
+    from promptgrid.storage.files import read_table_meta
+
+    study, raw = tiny_study(tmp_path)
+    study.cfg.cross_model.recipe, study.cfg.cross_model.epochs = "su", 3
+    for t in raw["tasks"]:
+        prepare(study, t)
+        for b in raw["backbones"]:
+            train(study, b, t)
+    n_train = {t: len(study.encoded("lm", t, "train")) for t in ("ta", "tb")}
+    smallest = min(n_train.values())
+    expected = {"distance": 3 * 1,  # 2 tasks x 2 seeds = 4 prompt pairs: one batch of 16 per epoch
+                "task": 3 * math.ceil(smallest * 2 * 2 / 16)}  # 2 tasks cut to the smallest, x 2 seeds each
+    for fit, steps in expected.items():
+        xm.project(study, "linear", fit)
+        with safe_open(str(study.path(layout.projector_file(study.cfg, "linear", fit))), framework="pt") as fh:
+            saved = fh.metadata()
+        assert (saved["recipe"], int(saved["steps"])) == ("su", steps), fit
+        meta = read_table_meta(study.path(layout.cross_part(study.cfg, "linear", fit)))
+        assert (meta["projector_recipe"], meta["projector_steps"]) == ("su", steps)
+    assert expected["task"] > 3  # the epochs are passes over the data, not single steps
+
+
+def test_new_cross_model_keys_at_their_defaults_leave_the_hash_alone(tmp_path):
+    from pathlib import Path
+
+    import yaml
+
+    from promptgrid.config import StudyConfig
+    from promptgrid.config.sections import CrossModelConfig
+    from promptgrid.config.stages import stage_hash
+
+    raw = yaml.safe_load((Path(__file__).parents[2] / "studies" / "cross-model.yaml").read_text())
+    cfg = StudyConfig.from_dict(raw)
+    assert (cfg.cross_model.recipe, cfg.cross_model.epochs) == ("quick", 1024)
+    assert CrossModelConfig.HASH_NEUTRAL == {"recipe": "quick", "epochs": 1024}
+    # the study's cross_model hash before recipe and epochs existed (commit 905ce6d): its projectors stay valid
+    assert stage_hash(cfg, "cross_model") == "9e2935f4af8f789f"
+    for change in ({"recipe": "su"}, {"epochs": 8}):
+        other = StudyConfig.from_dict({**raw, "cross_model": {**raw["cross_model"], **change}})
+        assert stage_hash(other, "cross_model") != stage_hash(cfg, "cross_model"), change
 
 
 def test_cross_model_needs_a_task_to_train_the_projector(tmp_path):

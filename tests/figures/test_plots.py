@@ -210,46 +210,286 @@ def test_metric_scatter_zeroshot_uses_relative_performance(similarity, transfer,
     assert ys.min() > 40 and ys.max() < 100  # in %, not a ratio
 
 
+def _bars(ax):
+    """(label, bar) in x order over every bar container (one container per predictor kind)."""
+    from matplotlib.container import BarContainer
+
+    bars = [b for c in ax.containers if isinstance(c, BarContainer) for b in c]
+    labels = {round(t.get_position()[0]): t.get_text() for t in ax.get_xticklabels()}
+    return sorted(((labels[round(b.get_x() + b.get_width() / 2)], b) for b in bars), key=lambda lb: lb[1].get_x())
+
+
+def _error_spans(ax):
+    err = [c for c in ax.containers if c.__class__.__name__ == "ErrorbarContainer"][0]
+    return sorted((round(s[0][0]), round(s[0][1], 6), round(s[1][1], 6)) for s in err.lines[2][0].get_segments())
+
+
+def _legend_texts(ax):
+    """The texts of ``ax``'s legend, or of its figure's (correlation_bars puts it below the axes)."""
+    legend = ax.get_legend() or ax.figure.legends[0]
+    return [t.get_text() for t in legend.get_texts()]
+
+
 def test_correlation_bars_heights_are_pooled_rho_with_ci(correlation, tmp_path):
+    """A table written before #24 (no kind, no maxT p): every row a metric, the raw p behind the `*`, said so."""
+    assert "kind" not in correlation and "spearman_p_maxt" not in correlation
     fig = correlation_bars(correlation, BACKBONE, "vanilla")
     _saved(fig, tmp_path, "corr")
     ax = fig.axes[0]
-    bars = list(ax.containers[0])
-    labels = [t.get_text() for t in ax.get_xticklabels()]
+    bars = _bars(ax)
+    labels = [lb for lb, _ in bars]
     assert len(bars) == len(METRICS)
     assert labels == ["max", "cos_avg"]  # best first
-    assert [b.get_height() for b in bars] == pytest.approx([RHO[m] for m in labels])
+    assert [b.get_height() for _, b in bars] == pytest.approx([RHO[m] for m in labels])
     assert "spearman" in ax.get_ylabel().lower() and "ρ" in ax.get_ylabel()
     assert "metric" in ax.get_xlabel()
-    # error bars span the bootstrap CI
-    err = [c for c in ax.containers if c.__class__.__name__ == "ErrorbarContainer"][0]
-    segs = err.lines[2][0].get_segments()
-    spans = sorted((round(s[0][1], 6), round(s[1][1], 6)) for s in segs)
-    assert spans == sorted((round(RHO[m] - 0.25, 6), round(RHO[m] + 0.2, 6)) for m in METRICS)
+    # error bars span the stored CI
+    assert _error_spans(ax) == sorted((labels.index(m), round(RHO[m] - 0.25, 6), round(RHO[m] + 0.2, 6))
+                                      for m in METRICS)
     assert any(line.get_ydata()[0] == 0 for line in ax.lines)  # zero line
-    assert "*" in _annotations(ax)  # max has p = 0.01
+    assert _annotations(ax) == ["*"]  # max has p = 0.01, cos_avg 0.3
+    legend = " ".join(_legend_texts(ax))
+    assert "NOT adjusted" in legend and "source-only" not in legend  # no comparators in an old table
+    assert not [line for line in ax.lines if line.get_gid() == "source_only"]
+
+
+# a table in the #24 schema: metrics, the learned ranking and three comparators; the raw p would star every
+# predictor, the family-adjusted (maxT) p only max and learned
+RHO24 = {"max": 0.62, "cos_avg": 0.35, "token_cos": 0.10, "learned": 0.70, "source_only": 0.40,
+         "family_only": 0.20, "random": 0.02}
+KIND24 = {"max": "metric", "cos_avg": "metric", "token_cos": "metric", "learned": "learned",
+          "source_only": "comparator", "family_only": "comparator", "random": "comparator"}
+
+
+@pytest.fixture(scope="module")
+def correlation24():
+    rows = []
+    for m, rho in RHO24.items():
+        for t in TARGETS + ["pooled"]:
+            pooled = t == "pooled"
+            r = rho if pooled else rho + (0.1 if t == "cb" else -0.1)
+            rows.append(dict(backbone=BACKBONE, metric=m, kind=KIND24[m], method="vanilla", target=t,
+                             n=3 if not pooled else 6, n_targets=2, n_sources=3, permutations=6, exact=True,
+                             **{f"{s}_{v}": r for s, v in (("pearson", "r"), ("spearman", "rho"), ("kendall", "tau"))},
+                             **{f"{s}_ci_low": r - 0.3 for s in ("pearson", "spearman", "kendall")},
+                             **{f"{s}_ci_high": min(r + 0.2, 1.0) for s in ("pearson", "spearman", "kendall")},
+                             **{f"{s}_p": 0.01 for s in ("pearson", "spearman", "kendall")},
+                             **{f"{s}_p_maxt": (0.02 if m in ("max", "learned") else 0.3) if pooled else np.nan
+                                for s in ("pearson", "spearman", "kendall")},
+                             **{f"{s}_{c}": np.nan if not pooled else 0.1
+                                for s in ("pearson", "spearman", "kendall") for c in ("p_se", "mde", "mde_maxt")}))
+    return pd.DataFrame(rows)
+
+
+def test_correlation_bars_show_comparators_learned_and_source_only_line(correlation24, tmp_path):
+    fig = correlation_bars(correlation24, BACKBONE, "vanilla")
+    _saved(fig, tmp_path, "corr24")
+    ax = fig.axes[0]
+    bars = _bars(ax)
+    # metrics best first, then the learned ranking, then the comparators in their fixed order
+    assert [lb for lb, _ in bars] == ["max", "cos_avg", "token_cos", "learned", "source_only", "family_only",
+                                      "random"]
+    assert [b.get_height() for lb, b in bars] == pytest.approx([RHO24[lb] for lb, _ in bars])
+    # one container per kind; metrics plain, learned and comparators hatched, comparators grey
+    from matplotlib.container import BarContainer
+    sizes = [len(c) for c in ax.containers if isinstance(c, BarContainer)]
+    assert sizes == [3, 1, 3]
+    look = {lb: (mcolors.to_hex(b.get_facecolor()), b.get_hatch()) for lb, b in bars}
+    assert look["max"] == look["cos_avg"] and look["max"][1] is None
+    assert look["source_only"] == look["random"] and look["source_only"][1] and look["learned"][1]
+    assert len({look["max"][0], look["learned"][0], look["source_only"][0]}) == 3
+    r, g, b = mcolors.to_rgb(look["source_only"][0])
+    assert r == g == b  # grey
+    # the source-only reference line, and a separator between metrics and the rest (at x = 2.5)
+    ref = [line for line in ax.lines if line.get_gid() == "source_only"]
+    assert len(ref) == 1 and list(ref[0].get_ydata()) == pytest.approx([0.40, 0.40])
+    assert any(list(line.get_xdata()) == [2.5, 2.5] for line in ax.lines)
+    # CIs on every bar, comparators included
+    assert _error_spans(ax) == sorted((i, round(RHO24[lb] - 0.3, 6), round(min(RHO24[lb] + 0.2, 1.0), 6))
+                                      for i, (lb, _) in enumerate(bars))
+    # `*` follows the family-adjusted p: max (x 0) and learned (x 3), not the raw p that is 0.01 everywhere
+    stars = sorted(round(t.get_position()[0]) for t in ax.texts if t.get_text() == "*")
+    assert stars == [0, 3]
+    legend = " ".join(_legend_texts(ax))
+    assert "maxT-adjusted" in legend and "NOT adjusted" not in legend
+    assert "comparator" in legend and "learned" in legend and "source-only" in legend and "jackknife" in legend
+    # per-target points: 2 targets for each of the 7 predictors
+    from matplotlib.collections import PathCollection
+    points = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert len(points) == 1 and len(points[0].get_offsets()) == 2 * len(RHO24)
+
+
+def test_correlation_bars_caption_names_the_interval_and_comparators():
+    from types import SimpleNamespace
+
+    from promptgrid.figures.correlation_bars import _caption
+
+    text = _caption(SimpleNamespace(analysis=SimpleNamespace(outcome="gain")), "vanilla")
+    for word in ("two-way jackknife-t", "targets and sources", "source_only", "family_only", "random",
+                 "learned", "maxT", "dashed line"):
+        assert word in text, word
 
 
 def test_topk_curves_have_oracle_and_random(retrieval, tmp_path):
+    """A table written before #24 (no kind, no held-out oracle, 2 targets): lines as before, no CI band."""
+    from promptgrid.figures.topk_curves import RANDOM_LABEL
+
     fig = topk_curves(retrieval, BACKBONE, "vanilla")
     _saved(fig, tmp_path, "topk")
     ax = fig.axes[0]
     by_label = {line.get_label(): line for line in ax.lines}
-    assert {"oracle", "random", "max", "cos_avg"} <= set(by_label)
+    assert {"oracle", RANDOM_LABEL, "max", "cos_avg"} <= set(by_label)
     assert list(by_label["oracle"].get_ydata()) == pytest.approx([6.0, 6.0, 6.0])  # gain over baseline
-    assert list(by_label["random"].get_ydata()) == pytest.approx([0.5, 1.0, 1.5])
+    assert list(by_label[RANDOM_LABEL].get_ydata()) == pytest.approx([0.5, 1.0, 1.5])
     assert list(by_label["max"].get_ydata()) == pytest.approx([4.0, 5.0, 6.0])
+    assert all(by_label[m].get_linestyle() == "-" for m in METRICS)
+    assert not ax.collections  # 2 targets: no t-interval, so no band
+    assert "no CI from 2 targets" in ax.get_title()
     assert "k" in ax.get_xlabel() and "points" in ax.get_ylabel()
     # analysis.retrieval_table's convention: values already gains, baseline = 0 -> the same curves
     cols = ("best_of_topk", "oracle", "random")
     as_gains = retrieval.assign(**{c: retrieval[c] - retrieval["baseline"] for c in cols}, baseline=0.0)
     lines0 = {line.get_label(): line for line in topk_curves(as_gains, BACKBONE, "vanilla").axes[0].lines}
-    for name in ("oracle", "random", "max", "cos_avg"):
+    for name in ("oracle", RANDOM_LABEL, "max", "cos_avg"):
         assert list(lines0[name].get_ydata()) == pytest.approx(list(by_label[name].get_ydata()))
     fig2 = topk_curves(retrieval, BACKBONE, "vanilla", as_gain=False)
     lines2 = {line.get_label(): line for line in fig2.axes[0].lines}
     assert list(lines2["oracle"].get_ydata()) == pytest.approx([71.0] * 3)
     assert "baseline" in lines2
+
+
+TARGETS24 = ["rte", "cb", "mrpc", "qnli"]
+KIND_TOPK = {"cos_avg": "metric", "max": "metric", "learned": "learned", "source_only": "comparator",
+             "random": "comparator"}
+
+
+def _gain24(m, i, k):
+    # distinct per target, so the sd is not 0: max is the best metric, cos_avg worse, learned best of all
+    return {"cos_avg": 1.0, "max": 3.0, "learned": 3.5, "source_only": 2.0, "random": 0.5}[m] + k + 0.7 * i ** 1.5
+
+
+@pytest.fixture(scope="module")
+def retrieval24():
+    rows = []
+    for m, (i, t), k in itertools.product(KIND_TOPK, enumerate(TARGETS24), [1, 2]):
+        rows.append(dict(backbone=BACKBONE, metric=m, kind=KIND_TOPK[m], method="vanilla", target=t, k=k,
+                         n_sources=6, n_missing=0, n_seeds=3, best_of_topk=_gain24(m, i, k), oracle=8.0 + i,
+                         random=0.5 * k, baseline=0.0, ndcg=0.8, regret=1.0, oracle_heldout=6.0 + i * i,
+                         best_of_topk_heldout=_gain24(m, i, k) - 1.0, random_heldout=0.5 * k - 0.2))
+    return pd.DataFrame(rows)
+
+
+def _by_hand_t_interval(values):
+    from scipy import stats
+
+    v = np.asarray(values, float)
+    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+    return v.mean() - half, v.mean() + half
+
+
+def _band_bounds(band, x):
+    """(lowest, highest) y of ``band``'s polygon at ``x``."""
+    v = band.get_paths()[0].vertices
+    ys = v[np.isclose(v[:, 0], x), 1]
+    return ys.min(), ys.max()
+
+
+def test_topk_curves_comparators_dashed_heldout_oracle_and_t_bands(retrieval24, tmp_path):
+    from promptgrid.figures.topk_curves import BIASED_ORACLE_LABEL, HELDOUT_ORACLE_LABEL
+
+    fig = topk_curves(retrieval24, BACKBONE, "vanilla")
+    _saved(fig, tmp_path, "topk24")
+    ax = fig.axes[0]
+    by_label = {line.get_label(): line for line in ax.lines}
+    assert {"cos_avg", "max", "learned ranking", "source_only (comparator)", "random (comparator)",
+            BIASED_ORACLE_LABEL, HELDOUT_ORACLE_LABEL} <= set(by_label)
+    assert "oracle" not in by_label  # the plain oracle is labelled as biased once a held-out one exists
+    # metrics solid, learned ranking and comparators dashed
+    assert [by_label[m].get_linestyle() for m in ("cos_avg", "max")] == ["-", "-"]
+    assert {by_label[m].get_linestyle() for m in ("learned ranking", "source_only (comparator)",
+                                                  "random (comparator)")} == {"--"}
+    # means over targets
+    assert list(by_label[HELDOUT_ORACLE_LABEL].get_ydata()) == pytest.approx([np.mean([6.0 + i * i for i in
+                                                                                       range(4)])] * 2)
+    assert list(by_label[BIASED_ORACLE_LABEL].get_ydata()) == pytest.approx([9.5, 9.5])
+    assert list(by_label["learned ranking"].get_ydata()) == pytest.approx(
+        [np.mean([_gain24("learned", i, k) for i in range(4)]) for k in (1, 2)])
+    # bands: the held-out oracle, the best metric (max, not cos_avg), the learned ranking, source_only
+    bands = {c.get_gid(): c for c in ax.collections if c.get_gid()}
+    assert set(bands) == {"oracle", "max", "learned", "source_only"}
+    lo, hi = _by_hand_t_interval([6.0 + i * i for i in range(4)])
+    for k in (1, 2):
+        assert _band_bounds(bands["oracle"], k) == pytest.approx((lo, hi))
+        for m in ("max", "learned", "source_only"):
+            assert _band_bounds(bands[m], k) == pytest.approx(_by_hand_t_interval([_gain24(m, i, k)
+                                                                                    for i in range(4)]))
+    legend = _legend_texts(ax)
+    assert legend[:2] == ["cos_avg", "max"] and legend[2:5] == ["learned ranking", "source_only (comparator)",
+                                                                 "random (comparator)"]
+    assert BIASED_ORACLE_LABEL in legend and HELDOUT_ORACLE_LABEL in legend
+
+
+def test_topk_t_interval_needs_three_targets(retrieval24):
+    from promptgrid.figures.topk_curves import t_interval
+
+    three = retrieval24[retrieval24.target.isin(TARGETS24[:3])]
+    got = t_interval(three, ["metric", "k"], "best_of_topk")
+    row = got[(got.metric == "max") & (got.k == 1)].iloc[0]
+    assert (row.ci_low, row.ci_high) == pytest.approx(_by_hand_t_interval([_gain24("max", i, 1) for i in range(3)]))
+    assert row.n_targets == 3
+    two = t_interval(retrieval24[retrieval24.target.isin(TARGETS24[:2])], ["metric", "k"], "best_of_topk")
+    assert two["ci_low"].isna().all() and two["ci_high"].isna().all()
+    assert two["mean"].notna().all()
+    # a NaN value leaves its target out (3 finite of 4 -> the 3-target interval)
+    with_nan = retrieval24.assign(best_of_topk=np.where(retrieval24.target == TARGETS24[3], np.nan,
+                                                        retrieval24.best_of_topk))
+    again = t_interval(with_nan, ["metric", "k"], "best_of_topk")
+    assert again[(again.metric == "max") & (again.k == 1)].iloc[0].ci_low == pytest.approx(row.ci_low)
+
+
+def test_topk_curves_without_heldout_or_one_seed(retrieval24):
+    """A one-seed study: oracle_heldout all NaN -> no held-out line, the plain oracle named plainly."""
+    from promptgrid.figures.topk_curves import HELDOUT_ORACLE_LABEL
+
+    one_seed = retrieval24.assign(oracle_heldout=np.nan, n_seeds=1)
+    labels = [line.get_label() for line in topk_curves(one_seed, BACKBONE, "vanilla").axes[0].lines]
+    assert "oracle" in labels and HELDOUT_ORACLE_LABEL not in labels
+    old = retrieval24.drop(columns=["kind", "oracle_heldout", "best_of_topk_heldout", "random_heldout", "n_seeds"])
+    ax = topk_curves(old, BACKBONE, "vanilla").axes[0]
+    styles = {line.get_label(): line.get_linestyle() for line in ax.lines}
+    assert styles["learned"] == styles["source_only"] == "-"  # no kind column: all drawn as metrics
+
+
+def test_topk_curves_caption_says_what_the_bands_and_oracles_are():
+    from promptgrid.figures.topk_curves import _caption
+
+    text = _caption(None, "vanilla")
+    for word in ("t-interval", "biased upward", "held-out", "source_only", "family_only", "dashed"):
+        assert word in text, word
+
+
+def test_correlation_and_topk_legible_with_a_full_predictor_set(tmp_path):
+    """16 metrics + learned + 3 comparators over 9 targets: both figures still read at report width."""
+    names = [f"metric_{i:02d}" for i in range(16)]
+    kinds = {**{m: "metric" for m in names}, "learned": "learned", "source_only": "comparator",
+             "family_only": "comparator", "random": "comparator"}
+    targets = [f"target_{j}" for j in range(9)]
+    rng = np.random.default_rng(0)
+    corr, retr = [], []
+    for m, kd in kinds.items():
+        for t in targets + ["pooled"]:
+            r = float(rng.uniform(-0.5, 0.9))
+            corr.append(dict(backbone=BACKBONE, metric=m, kind=kd, method="vanilla", target=t, spearman_rho=r,
+                             spearman_ci_low=r - 0.3, spearman_ci_high=min(r + 0.2, 1.0), spearman_p=0.01,
+                             spearman_p_maxt=0.04 if t == "pooled" else np.nan))
+        for (j, t), k in itertools.product(enumerate(targets), [1, 3, 5]):
+            retr.append(dict(backbone=BACKBONE, metric=m, kind=kd, method="vanilla", target=t, k=k,
+                             best_of_topk=float(rng.normal(2 + k, 1)), oracle=8.0 + j % 3, random=0.5 * k,
+                             baseline=0.0, oracle_heldout=6.0 + j % 4))
+    for name, fig in (("corr", correlation_bars(pd.DataFrame(corr), BACKBONE, "vanilla")),
+                      ("topk", topk_curves(pd.DataFrame(retr), BACKBONE, "vanilla"))):
+        png, _ = _saved(fig, tmp_path, name)
+        _assert_legible(fig, png, name)
 
 
 # ---------------------------------------------------------------- training

@@ -88,7 +88,7 @@ def test_correlations_use_the_outcome_the_spec_names():
 
 
 def test_findings_and_summary_word_the_outcome_from_the_spec():
-    rows = findings.family_contrast(transfer_frame(), FAMILIES, "auc_gain", n_bootstrap=20)
+    rows = findings.family_contrast(transfer_frame(), FAMILIES, "auc_gain")
     unit = {r["method"]: r["detail"] for r in rows}
     assert "relative performance" in unit["reversed"] and "relative performance" in unit["zeroshot"]
     assert "auc_gain (score points)" in unit["vanilla"]
@@ -99,14 +99,14 @@ def test_findings_and_summary_word_the_outcome_from_the_spec():
 
 def test_a_compared_with_method_gets_its_paired_difference():
     t = transfer_frame()
-    plain = findings.findings_table(t, pd.DataFrame(columns=summary.SUMMARY_BASE), FAMILIES, n_bootstrap=20)
+    plain = findings.findings_table(t, pd.DataFrame(columns=summary.SUMMARY_BASE), FAMILIES)
     assert not plain["finding"].str.contains("_minus_").any()  # panda is not in this frame
     claim = MethodSpec(name="claimant", summary="", paper="", colour=(0, 0, 0), order=98, evaluate=len,
                        compared_with="vanilla")
     METHODS.add(claim)
     try:
         t2 = pd.concat([t, t[t.method == "vanilla"].assign(method="claimant", score=lambda d: d.score + 2.0)])
-        table = findings.findings_table(t2, pd.DataFrame(columns=summary.SUMMARY_BASE), FAMILIES, n_bootstrap=20)
+        table = findings.findings_table(t2, pd.DataFrame(columns=summary.SUMMARY_BASE), FAMILIES)
     finally:
         del METHODS["claimant"]
     [row] = table[table.finding == "claimant_minus_vanilla"].to_dict("records")

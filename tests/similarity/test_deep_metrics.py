@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 import yaml
-from tiny_models import ffn_pre_activations, liven, tiny_backbone
+from tiny_models import ffn_pre_activations, hand_cache, liven, tiny_backbone
 from transformers import DynamicCache, EncoderDecoderCache
 
 from promptgrid.config import ConfigError
@@ -103,18 +103,6 @@ def test_prompt_blocks_and_block_errors():
 
 
 # ---------------------------------------------------------------- ON on deep prompts
-def hand_cache(prompt: torch.Tensor):
-    """The prefix of prompt (L, D) as a transformers cache, written out here (not through models.prefix): layer
-    i's key is columns [2i h, (2i+1) h), its value the next h, each (1, heads, L, head_dim)."""
-    L = prompt.shape[0]
-    cache = DynamicCache()
-    for i in range(N_LAYERS):
-        k, v = (prompt[:, j * BLOCK:(j + 1) * BLOCK].reshape(L, HEADS, HEAD_DIM).transpose(0, 1)[None]
-                for j in (2 * i, 2 * i + 1))
-        cache.update(k, v, i)
-    return cache
-
-
 def _deep_prompt(seed, L=3, std=1.0):
     return torch.randn(L, WIDTH, generator=torch.Generator().manual_seed(seed)) * std
 
@@ -335,7 +323,8 @@ def test_a_deep_tiny_studys_similarity_jobs(repo, tmp_path, monkeypatch):
     model_similarity(study, "minilm", "on")
     on_table = pd.read_parquet(study.path(layout.model_similarity("minilm", "on"))).set_index(
         ["source", "target", "metric"])
-    masks = {(t, s): on.prompt_activation_mask(bb, prompts[(t, s, False)]) for t in ("intent", "reviews")
+    assert cfg.metrics.on_site == "su"  # the default: the encoder read after the nonlinearity
+    masks = {(t, s): on.prompt_activation_mask(bb, prompts[(t, s, False)], site="su") for t in ("intent", "reviews")
              for s in cfg.seeds}
     expect = seed_pair_mean([on.on_overlap(masks[("intent", ss)], masks[("reviews", st)])
                              for ss in cfg.seeds for st in cfg.seeds]).mean

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from dag_counts import job_counts
 
-from promptgrid.analysis.correlation import CORRELATION_COLUMNS, RETRIEVAL_COLUMNS
+from promptgrid.analysis.correlation import CORRELATION_COLUMNS, RETRIEVAL_COLUMNS  # noqa: F401 (the contract)
 from promptgrid.analysis.gains import TRANSFER_COLUMNS
 from promptgrid.storage.files import load_prompt, read_table_meta
 
@@ -99,7 +99,13 @@ def test_tables_follow_the_contract(two_runs):
     correlation = pd.read_parquet(out / "tables/correlation.parquet")
     assert list(correlation.columns) == CORRELATION_COLUMNS
     assert set(correlation.target) == set(targets) | {"pooled"}
-    assert (correlation[correlation.target == "pooled"].n == len(sources) * len(targets)).all()
+    pooled = correlation[correlation.target == "pooled"]
+    assert (pooled[pooled.kind == "metric"].n == len(sources) * len(targets)).all()
+    # every analysis predictor has its rows beside the metrics; source_only is defined from 2 targets on, the
+    # learned ranking needs 3 (its rows say so with n = 0 rather than going missing)
+    assert set(pooled.metric[pooled.kind != "metric"]) == {"source_only", "family_only", "random", "learned"}
+    assert (pooled[pooled.metric.isin(["source_only", "random"])].n == len(sources) * len(targets)).all()
+    assert (pooled[pooled.metric == "learned"].n == 0).all()
     retrieval = pd.read_parquet(out / "tables/retrieval.parquet")
     assert list(retrieval.columns) == RETRIEVAL_COLUMNS
     curves = pd.read_parquet(out / "tables/curves.parquet")

@@ -1,5 +1,6 @@
-"""Does a similarity predict the measured transfer outcome? Correlations per target and pooled, paired
-comparisons of metrics, and best-of-top-k retrieval.
+"""Does a similarity predict the measured transfer outcome? Correlations per target and pooled, and paired
+comparisons of metrics, each metric shown beside the analysis predictors (:mod:`promptgrid.analysis.predictors`:
+what the source alone, the family alone and chance predict, and a ranking learned from the metrics).
 """
 from __future__ import annotations
 
@@ -9,33 +10,36 @@ import numpy as np
 import pandas as pd
 
 from promptgrid.analysis.gains import no_duplicates, require_columns
-from promptgrid.analysis.pooled import compare_within, correlate_within
-from promptgrid.analysis.stats import correlate, retrieval_at_k
-from promptgrid.registry import METHODS
+from promptgrid.analysis.pooled import compare_within, correlate_family
+from promptgrid.analysis.predictors import PredictorData, predict_all
+from promptgrid.analysis.stats import correlate
+from promptgrid.registry import METHODS, PREDICTORS
 
-CORRELATION_COLUMNS = ["backbone", "metric", "method", "target", "n", "n_targets",
-                       "pearson_r", "pearson_p", "pearson_ci_low", "pearson_ci_high",
-                       "spearman_rho", "spearman_p", "spearman_ci_low", "spearman_ci_high",
-                       "kendall_tau", "kendall_p", "kendall_ci_low", "kendall_ci_high"]
-
-
-RETRIEVAL_COLUMNS = ["backbone", "metric", "method", "target", "k", "n_sources", "n_missing", "best_of_topk", "oracle",
-                     "random", "baseline", "ndcg", "regret"]
+STAT_COLUMNS = [f"{k}_{c}" for k in ("pearson", "spearman", "kendall") for c in ("p", "p_se", "p_maxt", "ci_low",
+                                                                                "ci_high", "mde", "mde_maxt")]
+CORRELATION_COLUMNS = ["backbone", "metric", "kind", "method", "target", "n", "n_targets", "n_sources", "permutations",
+                       "exact", "pearson_r", "spearman_rho", "kendall_tau"] + STAT_COLUMNS
 
 
-COMPARISON_COLUMNS = ["backbone", "method", "metric_a", "metric_b", "n", "n_targets", "r_a", "r_b", "diff", "ci_low",
-                      "ci_high", "p", "significant"]
+RETRIEVAL_COLUMNS = ["backbone", "metric", "kind", "method", "outcome", "target", "k", "n_sources", "n_missing", "n_seeds",
+                     "best_of_topk", "oracle", "random", "baseline", "ndcg", "regret", "best_of_topk_heldout",
+                     "oracle_heldout", "random_heldout"]
+
+
+COMPARISON_COLUMNS = ["backbone", "method", "metric_a", "kind_a", "metric_b", "kind_b", "n", "n_targets", "r_a", "r_b",
+                      "diff", "se", "ci_low", "ci_high", "p", "p_holm", "significant"]
 
 
 POOLED = "pooled"
+METRIC = "metric"  # the kind of a similarity metric's rows (analysis predictors carry their spec's kind)
 
 
-def _outcomes(transfer: pd.DataFrame, outcome: str = "gain") -> pd.DataFrame:
+def outcomes(transfer: pd.DataFrame, outcome: str = "gain") -> pd.DataFrame:
     """Seed-mean outcome per (backbone, source, target, method): columns gain (final test gain, what
     retrieval ranks by) and outcome (the column each method's spec is judged on: ``outcome``, or
     relative performance for a method judged on it)."""
     require_columns(transfer, ["backbone", "source", "target", "method", "gain", "relative_performance", outcome],
-             "transfer")
+                    "transfer")
     key = ["backbone", "source", "target", "method"]
     cols = list(dict.fromkeys(["gain", "relative_performance", outcome]))
     means = transfer.groupby(key, sort=False)[cols].mean().reset_index()
@@ -46,110 +50,119 @@ def _outcomes(transfer: pd.DataFrame, outcome: str = "gain") -> pd.DataFrame:
     return means[key + ["gain", "outcome"]]
 
 
-def _pairs(similarity: pd.DataFrame, transfer: pd.DataFrame, outcome: str = "gain") -> pd.DataFrame:
-    """similarity x seed-mean outcomes, self-pairs dropped: backbone, metric, method, source, target,
-    value, gain, outcome. Rows ordered by backbone, metric, method, target, source, each in the order
-    of first appearance in the inputs (methods in ``transfer``, the rest in ``similarity``)."""
+def predictor_rows(similarity: pd.DataFrame, transfer: pd.DataFrame, families: dict, outcome: str = "gain",
+                   seed: int = 0, names: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """The analysis predictors' values per (backbone, method, source, target) pair, self-pairs left out:
+    backbone, method, source, target, metric (the predictor), value, kind. ``names``: which registered
+    predictors (default all, in their order)."""
+    out = outcomes(transfer, outcome)
+    sim = similarity[similarity["source"] != similarity["target"]]
+    # per-source rows only: a mixture row (spot_topk's "top3") has no source to score
+    out = out[(out["source"] != out["target"]) & out["source"].isin(set(sim["source"]))].reset_index(drop=True)
+    specs = [s for s in PREDICTORS.ordered() if names is None or s.name in names]
+    return predict_all(PredictorData(out, sim, families, seed), specs)
+
+
+def pairs(similarity: pd.DataFrame, transfer: pd.DataFrame, outcome: str = "gain",
+          predictors: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+    """similarity (and predictor rows) x seed-mean outcomes, self-pairs dropped: backbone, metric, kind, method,
+    source, target, value, gain, outcome. Rows ordered by backbone, metric (the metrics, then the predictors),
+    method, target, source, each in the order of first appearance in the inputs."""
     require_columns(similarity, ["backbone", "source", "target", "metric", "value"], "similarity")
     no_duplicates(similarity, ["backbone", "source", "target", "metric"], "similarity")
     sim = similarity[similarity["source"] != similarity["target"]][["backbone", "source", "target", "metric", "value"]]
-    out = _outcomes(transfer, outcome)
+    out = outcomes(transfer, outcome)
     out = out[out["source"] != out["target"]]
-    pairs = sim.merge(out, on=["backbone", "source", "target"], how="inner")
-    # a stable, input-defined row order, so that grouped outputs list targets as the inputs do
-    order = {col: {v: i for i, v in enumerate(pd.unique(frame[col]))}
-             for col, frame in (("backbone", similarity), ("metric", similarity), ("method", transfer),
-                                ("target", similarity), ("source", similarity))}
-    keys = pd.DataFrame({col: pairs[col].map(codes) for col, codes in order.items()})
-    return pairs.iloc[np.lexsort([keys[c].to_numpy() for c in reversed(list(order))])].reset_index(drop=True)
+    joined = sim.merge(out, on=["backbone", "source", "target"], how="inner").assign(kind=METRIC)
+    if predictors is not None and len(predictors):
+        extra = predictors.merge(out, on=["backbone", "method", "source", "target"], how="inner")
+        joined = pd.concat([joined, extra], ignore_index=True)
+    names = list(pd.unique(similarity["metric"])) + ([] if predictors is None else list(pd.unique(predictors["metric"])))
+    order = {"backbone": pd.unique(similarity["backbone"]), "metric": names, "method": pd.unique(transfer["method"]),
+             "target": pd.unique(similarity["target"]), "source": pd.unique(similarity["source"])}
+    keys = [joined[c].map({v: i for i, v in enumerate(order[c])}).fillna(len(order[c])).to_numpy() for c in order]
+    return joined.iloc[np.lexsort(keys[::-1])].reset_index(drop=True)
 
 
-def correlation_table(similarity: pd.DataFrame, transfer: pd.DataFrame, n_permutations: int = 1000,
-                      n_bootstrap: int = 1000, seed: int = 0, outcome: str = "gain") -> pd.DataFrame:
-    """correlation.parquet: each metric against the seed-mean outcome, per backbone x metric x
-    method x target (over that target's sources: SPoT's primary result) and target "pooled".
+def correlation_table(similarity: pd.DataFrame, transfer: pd.DataFrame, n_permutations: Optional[int] = None,
+                      n_bootstrap: int = 1000, seed: int = 0, outcome: str = "gain",
+                      predictors: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+    """correlation.parquet: each metric and analysis predictor against the seed-mean outcome, per backbone x
+    metric x method x target (over that target's sources: SPoT's primary result) and target "pooled".
 
     similarity: similarity.parquet frame (backbone, source, target, metric, value, ...).
-    transfer: transfer.parquet frame (per seed). The outcome is ``outcome`` (a gain column:
-    gain, early_gain or auc_gain), or relative_performance for a method judged on it (its spec's outcome). Pairs with a NaN value or
-    outcome are dropped (``n`` counts what is left). A
-    per-target row correlates over that target's sources (permutation p, bootstrap CI over sources).
-    The pooled row has the target as its unit (:mod:`promptgrid.analysis.pooled`): a within-target
-    correlation, a permutation test within targets and a bootstrap CI over targets; ``n_targets`` says
-    how many. Every row uses the same ``seed``, so a row does not depend on which other rows are computed.
+    transfer: transfer.parquet frame (per seed). The outcome is ``outcome`` (gain, early_gain or auc_gain), or
+    relative_performance for a method judged on it. predictors: :func:`predictor_rows` (optional). Pairs with a
+    NaN value or outcome are dropped (``n`` counts what is left).
+    A per-target row correlates over that target's sources (permutation p, bootstrap CI over sources). The
+    pooled row (:mod:`promptgrid.analysis.pooled`) is a within-target correlation with sources and targets as
+    samples: p from permuting sources jointly across targets (``permutations`` of them, ``exact`` when all),
+    its Monte-Carlo SE, the maxT p adjusted over every metric and predictor of that backbone and method, a
+    two-way jackknife-t 95 % CI, and the minimum detectable effect. ``n_permutations`` None: sized to the
+    number of predictors (:func:`promptgrid.analysis.pooled.permutations_needed`). Every row uses the same
+    ``seed``, so a row does not depend on which other rows are computed.
     """
-    pairs = _pairs(similarity, transfer, outcome)
+    data = pairs(similarity, transfer, outcome, predictors)
     rows = []
-    for (backbone, metric, method), grp in pairs.groupby(["backbone", "metric", "method"], sort=False):
-        for target, g in grp.groupby("target", sort=False):
-            res = correlate(g["value"], g["outcome"], n_permutations=n_permutations, n_bootstrap=n_bootstrap,
-                            seed=seed)
-            rows.append({"backbone": backbone, "metric": metric, "method": method, "target": target, "n_targets": 1,
-                         **res})
-        res = correlate_within(grp["value"], grp["outcome"], grp["target"], n_permutations=n_permutations,
-                               n_bootstrap=n_bootstrap, seed=seed)
-        rows.append({"backbone": backbone, "metric": metric, "method": method, "target": POOLED, **res})
+    for (backbone, method), grp in data.groupby(["backbone", "method"], sort=False):
+        names = list(pd.unique(grp["metric"]))
+        kinds = grp.drop_duplicates("metric").set_index("metric")["kind"]
+        wide = grp.pivot(index=["source", "target"], columns="metric", values="value")
+        y = grp.drop_duplicates(["source", "target"]).set_index(["source", "target"])["outcome"].reindex(wide.index)
+        src, tgt = wide.index.get_level_values("source"), wide.index.get_level_values("target")
+        pooled = correlate_family({m: wide[m].to_numpy() for m in names}, y.to_numpy(), tgt.to_numpy(),
+                                  units=src.to_numpy(), n_permutations=n_permutations, seed=seed)
+        for metric in names:
+            g = grp[grp["metric"] == metric]
+            key = {"backbone": backbone, "metric": metric, "kind": kinds[metric], "method": method}
+            for target, gt in g.groupby("target", sort=False):
+                # one target's test is not adjusted over the metrics, so it needs no more than the usual 1000
+                res = correlate(gt["value"], gt["outcome"], n_permutations=n_permutations or 1000,
+                                n_bootstrap=n_bootstrap, seed=seed)
+                rows.append({**key, "target": target, "n_targets": 1, "n_sources": res["n"], **res})
+            rows.append({**key, "target": POOLED, **pooled[metric]})
     df = pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
-    df[["n", "n_targets"]] = df[["n", "n_targets"]].astype(np.int64)
+    for col in ("n", "n_targets", "n_sources"):
+        df[col] = df[col].astype(np.int64)
+    df["permutations"] = df["permutations"].astype("Int64")
+    df["exact"] = df["exact"].astype("boolean")
     return df
 
 
-def metric_comparison_table(similarity: pd.DataFrame, transfer: pd.DataFrame, n_bootstrap: int = 1000,
-                            seed: int = 0, kind: str = "spearman",
-                            metrics: Optional[Sequence[str]] = None, outcome: str = "gain") -> pd.DataFrame:
-    """Every pair of metrics compared on the pooled pairs of each backbone x method, targets as the unit.
-
-    For metric_a before metric_b (in ``metrics`` order, default: order of first appearance in
-    ``similarity``), :func:`promptgrid.analysis.pooled.compare_within`: the difference of the two
-    within-target correlations with the outcome, its 95 % CI and p from one bootstrap over targets, on
-    the (source, target) pairs that have every metric and an outcome. Columns: backbone, method,
-    metric_a, metric_b, n, n_targets, r_a, r_b, diff (= r_a - r_b), ci_low, ci_high, p, significant
-    (CI excludes 0).
-    """
-    pairs = _pairs(similarity, transfer, outcome)
+def metric_comparison_table(similarity: pd.DataFrame, transfer: pd.DataFrame, n_bootstrap: Optional[int] = None,
+                            seed: int = 0, kind: str = "spearman", metrics: Optional[Sequence[str]] = None,
+                            outcome: str = "gain", predictors: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+    """Every pair of metrics, and every metric against every analysis predictor, on the pooled pairs of each
+    backbone x method (:func:`promptgrid.analysis.pooled.compare_within`): the difference of their within-target
+    correlations with the outcome on the pairs that have all of them, a two-way jackknife SE, p, p_holm
+    (Holm within each of two families per backbone and method: metric against metric, and
+    metric against predictor) and a simultaneous 95 % CI; significant =
+    p_holm < 0.05. metric_a is listed before metric_b (metrics in ``metrics`` order, default their order in
+    ``similarity``, then the predictors). ``n_bootstrap`` is not used (kept for older callers)."""
+    del n_bootstrap
+    data = pairs(similarity, transfer, outcome, predictors)
     order = list(metrics) if metrics is not None else list(pd.unique(similarity["metric"]))
     rows = []
-    for (backbone, method), grp in pairs.groupby(["backbone", "method"], sort=False):
+    for (backbone, method), grp in data.groupby(["backbone", "method"], sort=False):
+        kinds = grp.drop_duplicates("metric").set_index("metric")["kind"]
         wide = grp.pivot(index=["source", "target"], columns="metric", values="value")
-        outcome = grp.drop_duplicates(["source", "target"]).set_index(["source", "target"])["outcome"]
-        wide = wide.join(outcome)
+        y = grp.drop_duplicates(["source", "target"]).set_index(["source", "target"])["outcome"].reindex(wide.index)
         present = [m for m in order if m in wide.columns]
-        targets = wide.index.get_level_values("target").to_numpy()
-        results = compare_within({m: wide[m].to_numpy() for m in present}, wide["outcome"].to_numpy(), targets,
-                                 n_bootstrap=n_bootstrap, seed=seed, kind=kind)
+        others = [m for m in wide.columns if kinds[m] != METRIC]
+        # two families, each Holm-adjusted on its own: metric against metric, and metric against predictor
+        families = ([(a, b) for i, a in enumerate(present) for b in present[i + 1:]],
+                    [(a, c) for a in present for c in others])
+        values = {m: wide[m].to_numpy() for m in present + others}
+        targets, sources = (wide.index.get_level_values(c).to_numpy() for c in ("target", "source"))
+        results = [res for todo in families if todo
+                   for res in compare_within(values, y.to_numpy(), targets, kind=kind, units=sources, pairs=todo)]
         for res in results:
             rows.append({"backbone": backbone, "method": method, "metric_a": res["metric_a"],
-                         "metric_b": res["metric_b"], "n": res["n"], "n_targets": res["n_targets"], "r_a": res["r1"],
-                         "r_b": res["r2"],
-                         "diff": res["diff"], "ci_low": res["ci_low"], "ci_high": res["ci_high"], "p": res["p"],
+                         "kind_a": kinds[res["metric_a"]], "metric_b": res["metric_b"],
+                         "kind_b": kinds[res["metric_b"]], "n": res["n"], "n_targets": res["n_targets"],
+                         "r_a": res["r1"], "r_b": res["r2"], "diff": res["diff"], "se": res["se"],
+                         "ci_low": res["ci_low"], "ci_high": res["ci_high"], "p": res["p"], "p_holm": res["p_holm"],
                          "significant": res["significant"]})
     df = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
     df["significant"] = df["significant"].astype(bool)
-    return df
-
-
-def retrieval_table(similarity: pd.DataFrame, transfer: pd.DataFrame, ks: Sequence[int] = (1, 3, 5)) -> pd.DataFrame:
-    """retrieval.parquet: per backbone x metric x method x target x k, ranking the target's sources
-    by the metric (see :func:`promptgrid.analysis.stats.retrieval_at_k`).
-
-    Gains are seed-mean gains in score points; ``baseline`` is 0.0, the gain of training the
-    target's own prompt. Candidates are the sources with a finite gain (``n_sources``); sources whose
-    gain is NaN are counted in ``n_missing``, and a target with no finite gain keeps its rows, with NaN
-    values, so it is reported rather than silently dropped. A NaN metric value ranks last; ties keep
-    the order in which sources first appear in ``similarity``.
-    """
-    pairs = _pairs(similarity, transfer)
-    rows = []
-    for (backbone, metric, method, target), g in pairs.groupby(["backbone", "metric", "method", "target"],
-                                                                sort=False):
-        finite = np.isfinite(g["gain"].to_numpy(np.float64))
-        key = {"backbone": backbone, "metric": metric, "method": method, "target": target,
-               "n_sources": int(finite.sum()), "n_missing": int((~finite).sum()), "baseline": 0.0}
-        if not finite.any():
-            rows += [{**key, "k": int(k)} for k in ks]
-            continue
-        for res in retrieval_at_k(g["value"].to_numpy()[finite], g["gain"].to_numpy()[finite], ks):
-            rows.append({**key, **res})
-    df = pd.DataFrame(rows, columns=RETRIEVAL_COLUMNS)
-    df[["k", "n_sources", "n_missing"]] = df[["k", "n_sources", "n_missing"]].astype(np.int64)
     return df

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Optional
 
 from promptgrid.config.fields import NAME_PATTERN, ConfigError, Names, Section, check_value, setting
-from promptgrid.registry import METHODS, PROJECTORS, SIMILARITIES, SOURCES
+from promptgrid.registry import METHODS, PREDICTORS, PROJECTORS, SIMILARITIES, SOURCES
 
 BACKBONE_KINDS = ("encoder", "causal_lm", "seq2seq", "masked_lm")
 INIT_KINDS = ("vocab", "labels", "random", "file")
@@ -52,6 +52,7 @@ RENAMED_VALUES = {"panda": "panda_sim"}  # the PANDA metric, named apart from th
 DATA_SOURCES = Names("data source", SOURCES)
 TRANSFER_METHODS = Names("transfer method", METHODS)
 SIMILARITY_METRICS = Names("similarity metric", SIMILARITIES, renamed=RENAMED_VALUES)
+ANALYSIS_PREDICTORS = Names("analysis predictor", PREDICTORS)
 
 
 @dataclass
@@ -266,15 +267,28 @@ class TransferConfig:
         return {"methods": list(self.methods), **{n: dataclasses.asdict(c) for n, c in self.sections.items()}}
 
 
+#: where ON reads (``metrics.on_site``; promptgrid.similarity.on_sites): Su et al.'s code's site | promptgrid's own
+ON_SITES = ("su", "ours")
+
+
 @dataclass
 class MetricsConfig(Section):
     """The task-similarity metrics computed for every (source, target) pair."""
+
+    #: keys added after studies had run, hashed only when they differ from the earlier behaviour: on_site ours is
+    #: how ON read before the key existed (a study that sets it keeps its ON results; the default su reruns ON)
+    HASH_NEUTRAL: ClassVar[dict] = {"on_site": "ours"}
 
     names: list[str] = setting(
         default_factory=lambda: [s.name for s in SIMILARITIES.ordered() if s.scope == "prompt"],
         default_doc="every registered prompt-only metric", each={"choices": SIMILARITY_METRICS}, unique=True,
         help="the similarity metrics to compute (README, Scoring and methods)")
     on_window: int = setting(3, ge=1, help="ON per window of this many layers, plus all layers")
+    on_site: str = setting("su", choices=ON_SITES, what="ON read site", help=(
+        "where ON reads a prompt's FFN neurons (promptgrid.similarity.on_sites): su (Su et al.'s code: masked LM at a "
+        "<mask> in prompt slot 0, T5 in the decoder's first position after <extra_id_0>, the activation after the "
+        "nonlinearity > 0; encoders and causal LMs as ours, after the nonlinearity) | ours (where promptgrid's "
+        "scorer reads: masked LM at the [MASK] after [CLS], T5 after EOS; the first FFN linear's output > 0)"))
     panda_examples: int = setting(100, ge=1, help="target inputs embedded for the PANDA metric")
 
 
@@ -285,6 +299,8 @@ class MetricsConfig(Section):
 CROSS_MODEL_FITS = ("distance", "task")
 #: the registered cross-model projectors (``promptgrid.engine.projectors`` and a study's plugins)
 PROJECTOR_NAMES = Names("projector", PROJECTORS)
+#: how a projector is optimised (``cross_model.recipe``; promptgrid.engine.projection.RECIPES)
+PROJECTOR_RECIPES = ("quick", "su")
 
 
 @dataclass
@@ -292,6 +308,8 @@ class CrossModelConfig(Section):
     """Su et al.'s cross-model transfer: project backbone A's prompts into backbone B with trained projectors."""
 
     RENAMED: ClassVar[dict] = {"objectives": "fits"}  # "objective" means a task's objective (promptgrid.objectives)
+    #: keys added after studies had run: at these values they drop out of the cross_model hash (the earlier behaviour)
+    HASH_NEUTRAL: ClassVar[dict] = {"recipe": "quick", "epochs": 1024}
 
     source_backbone: str = setting(help="backbone A, whose prompts are projected")
     target_backbone: str = setting(help="backbone B, which the projected prompts are used on")
@@ -307,18 +325,34 @@ class CrossModelConfig(Section):
         help="how each projector is fitted: distance (its output close to B's own prompt of the task) | task (B's "
              "task loss given the projected prompt)")
     hidden: int = setting(768, ge=1, help="hidden width of a projector with a hidden layer (mlp)")
-    steps: int = setting(200, ge=1, help="Adam steps of the distance fit")
-    lr: float = setting(1e-3, gt=0, help="Adam learning rate of both fits")
+    recipe: str = setting("quick", choices=PROJECTOR_RECIPES, what="projector recipe", help=(
+        "how both fits optimise: quick (Adam at lr for steps / task_steps) | su (Su et al.'s code: AdamW, lr 5e-3, "
+        "eps 1e-6, no weight decay, batches of 16, for epochs passes over the training data; lr, steps and "
+        "task_steps unused)"))
+    epochs: int = setting(1024, ge=1, help=(
+        "recipe su: passes over the training data (Su et al.: 1024); distance fit: the prompt pairs; task fit: every "
+        "training task's examples, cut to the smallest task's size as Su et al.'s mixture is, with each A prompt"))
+    steps: int = setting(200, ge=1, help="recipe quick: Adam steps of the distance fit")
+    lr: float = setting(1e-3, gt=0, help="recipe quick: Adam learning rate of both fits")
     task_steps: Optional[int] = setting(None, ge=1, default_doc="steps", help=(
-        "Adam steps of the task fit (each one a forward and backward through backbone B, so usually far fewer)"))
+        "recipe quick: Adam steps of the task fit (each one a forward and backward through backbone B, so usually "
+        "far fewer)"))
 
 
 @dataclass
 class AnalysisConfig(Section):
     """The statistics over the grid: resamples, retrieval depths and the outcome methods are judged on."""
 
-    bootstrap: int = setting(1000, ge=10, help="bootstrap resamples for CIs")
-    permutations: int = setting(1000, ge=10, help="permutations for p-values")
+    bootstrap: int = setting(1000, ge=10, help="bootstrap resamples for the per-target CIs (over one target's sources)")
+    permutations: Optional[int] = setting(None, ge=10, default_doc="20 · m / 0.05, at least 1000", help=(
+        "permutations for p-values; unset: sized to the m metrics and predictors compared, so that an adjusted p "
+        "never sits on the permutation grid (a smaller count is used as given, with a warning in the log and the "
+        "summary)"))
+    predictors: list[str] = setting(
+        default_factory=lambda: [s.name for s in PREDICTORS.ordered()], default_doc="every registered predictor",
+        each={"choices": ANALYSIS_PREDICTORS}, unique=True, help=(
+            "the analysis-stage predictors every metric is shown against (README, Statistics): source_only, "
+            "family_only, random, learned"))
     top_k: list[int] = setting(default_factory=lambda: [1, 3, 5], min_items=1, each={"ge": 1},
                                help="k of the top-k source retrieval tables")
     seed: int = setting(0, help="seed of the resampling")

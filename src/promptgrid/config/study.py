@@ -163,6 +163,12 @@ class StudyConfig(Section):
             for key, neutral in getattr(type(section), "HASH_NEUTRAL", {}).items():
                 if d["transfer"][name].get(key) == neutral:
                     del d["transfer"][name][key]
+        dropped = set()  # a section's keys added after studies ran (MetricsConfig, CrossModelConfig)
+        for f in dataclasses.fields(self):
+            for key, neutral in getattr(type(getattr(self, f.name)), "HASH_NEUTRAL", {}).items():
+                if isinstance(d[f.name], dict) and d[f.name].get(key) == neutral:
+                    del d[f.name][key]
+                    dropped.add(f"{f.name}.{key}")
         for task_dict in d["tasks"].values():
             for key, neutral in HASH_NEUTRAL_TASK_KEYS.items():
                 if key in task_dict and task_dict[key] == neutral:
@@ -171,7 +177,7 @@ class StudyConfig(Section):
                 task_dict[old] = task_dict.pop(renamed)
         parts = {}
         for k in keys:  # "metrics.panda_examples" picks one value out of a section
-            if k.startswith("prompt.") and k[len("prompt."):] in neutral_prompt:
+            if (k.startswith("prompt.") and k[len("prompt."):] in neutral_prompt) or k in dropped:
                 continue
             value = d
             for part in k.split("."):

@@ -13,6 +13,14 @@ Two ways to fit one (the ``cross_model.fits`` of a study, :data:`FITS`):
   given the prompt ``g(P_a)``, P_a frozen, visiting the training tasks round-robin.
 
 Both are seeded and deterministic on CPU: the same seed, data and thread count give the same weights.
+
+How they optimise is a recipe (``cross_model.recipe``, :data:`RECIPES`): ``quick`` (Adam at ``cross_model.lr`` for a
+set number of steps) or ``su``, Su et al.'s released code (thunlp/Prompt-Transferability at 2d15de5,
+Prompt-Transferability-1.0/): ``transformers.AdamW(lr=0.005, eps=1e-06, weight_decay=0.0)``
+(tools/train_tool_cross.py:176) at a constant lr (StepLR with gamma ``lr_multiplier`` = 1, :208-214), batches of 16
+for 1024 epochs (config/crossPromptRoberta.config:2-3), each epoch drawing the same number of examples from every
+training task (dataset/crossDataset.py:23, 53-63: every task cut to the smallest one's size). Their mixture is 14
+tasks (config/crossPromptRoberta.config:31) that are not to be had offline; a study fits on its own trained tasks.
 """
 from __future__ import annotations
 
@@ -30,8 +38,51 @@ from promptgrid.models.backbones import Backbone, TaskHead
 from promptgrid.models.precision import precision_scope
 from promptgrid.registry import PROJECTORS
 
-__all__ = ["FITS", "Projector", "ProjectionTask", "distance_loss", "make_projector", "project", "train_distance",
+__all__ = ["FITS", "RECIPES", "SU_RECIPE", "Projector", "ProjectionTask", "Recipe", "distance_epoch_steps",
+           "distance_loss", "make_optimizer", "make_projector", "project", "task_epoch_steps", "train_distance",
            "train_task"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a projector is optimised: the optimiser (``adam`` | ``adamw``), its settings, and the batch size of an
+    epoch-based fit (``None``: the fit's own; ``lr`` ``None``: ``cross_model.lr``)."""
+
+    optimizer: str
+    lr: Optional[float] = None
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    batch_size: Optional[int] = None
+
+
+#: Su et al.'s projector training (tools/train_tool_cross.py:176; config/crossPromptRoberta.config:2-3); the
+#: epochs are ``cross_model.epochs`` (default 1024, theirs)
+SU_RECIPE = Recipe("adamw", lr=5e-3, eps=1e-6, weight_decay=0.0, batch_size=16)
+#: ``cross_model.recipe`` -> Recipe (quick: Adam at cross_model.lr, promptgrid's earlier and default fit)
+RECIPES = {"quick": Recipe("adam"), "su": SU_RECIPE}
+
+
+def make_optimizer(params, recipe: Recipe, lr: float) -> torch.optim.Optimizer:
+    """The recipe's optimiser over ``params``; ``lr`` is used where the recipe fixes none."""
+    lr = recipe.lr if recipe.lr is not None else lr
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, eps=recipe.eps, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "adamw":  # transformers.AdamW(correct_bias=True) is torch's AdamW
+        return torch.optim.AdamW(params, lr=lr, eps=recipe.eps, weight_decay=recipe.weight_decay)
+    raise ValueError(f"unknown projector optimizer {recipe.optimizer!r}; known: adam, adamw")
+
+
+def distance_epoch_steps(n_pairs: int, batch_size: int) -> int:
+    """Steps of one pass over ``n_pairs`` prompt pairs in batches of ``batch_size`` (the last one may be short)."""
+    return max(1, math.ceil(n_pairs / batch_size))
+
+
+def task_epoch_steps(n_examples: dict, n_prompts: dict, batch_size: int) -> int:
+    """Steps of one Task Tuning epoch as Su et al. draw it: every training task cut to the smallest one's size
+    (dataset/crossDataset.py:23, 61), paired with each of its A prompts, in batches of ``batch_size``.
+    n_examples / n_prompts: {task: train examples / A prompts}."""
+    smallest = min(n_examples.values())
+    return max(1, math.ceil(smallest * sum(n_prompts[t] for t in n_examples) / batch_size))
 
 
 class Projector(torch.nn.Module):
@@ -92,12 +143,12 @@ def distance_loss(projected: torch.Tensor, prompts_b: torch.Tensor) -> torch.Ten
 
 def train_distance(projector: torch.nn.Module, prompts_a: torch.Tensor, prompts_b: torch.Tensor, steps: int,
                    lr: float, seed: int, batch_size: Optional[int] = None, log: Callable[[str], None] = _log,
-                   label: str = "distance") -> list:
+                   label: str = "distance", recipe: Recipe = RECIPES["quick"]) -> list:
     """Distance Minimizing: fit g so that g(P_a^n) ~ P_b^n. Returns the training loss of each step.
 
     prompts_a (N, L, d_a) and prompts_b (N, L, d_b) are paired row by row (the same task, and seed,
-    on the two backbones). Adam on :func:`distance_loss`; full batch unless ``batch_size`` < N, in
-    which case step n uses a seeded minibatch (a pure function of seed and n).
+    on the two backbones). The recipe's optimiser (default Adam at ``lr``) on :func:`distance_loss`; full batch
+    unless ``batch_size`` < N, in which case step n uses a seeded minibatch (a pure function of seed and n).
     """
     if prompts_a.dim() != 3 or prompts_b.dim() != 3 or prompts_a.shape[:2] != prompts_b.shape[:2]:
         raise ValueError(f"{label}: prompts_a (N, L, d_a) and prompts_b (N, L, d_b) must pair up row by row; "
@@ -107,7 +158,7 @@ def train_distance(projector: torch.nn.Module, prompts_a: torch.Tensor, prompts_
     a, b = prompts_a.detach().float(), prompts_b.detach().float()
     n = len(a)
     bs = n if not batch_size or batch_size >= n else batch_size
-    optimizer = torch.optim.Adam(projector.parameters(), lr=lr)
+    optimizer = make_optimizer(projector.parameters(), recipe, lr)
     projector.train()
     losses = []
     for step in range(steps):
@@ -133,7 +184,7 @@ class ProjectionTask:
 
 def train_task(projector: torch.nn.Module, backbone: Backbone, tasks: dict, prompts_a: dict, steps: int, lr: float,
                seed: int, batch_size: int = 8, precision: str = "fp32", log: Callable[[str], None] = _log,
-               label: str = "task") -> list:
+               label: str = "task", recipe: Recipe = RECIPES["quick"]) -> list:
     """Task Tuning: fit g to minimise backbone B's cross-entropy with the prompt g(P_a). Returns step losses.
 
     tasks: {name: :class:`ProjectionTask`} on backbone B; prompts_a: {name: (S, L, d_a)}, the frozen
@@ -141,7 +192,7 @@ def train_task(projector: torch.nn.Module, backbone: Backbone, tasks: dict, prom
     round-robin schedule, tasks alternating fastest (t1 s1, t2 s1, ..., t1 s2, ...), and a batch of
     ``batch_size`` examples of that task; the k-th visit to a task uses its batch k of data seed
     ``seed`` (:func:`promptgrid.engine.scoring.batch_indices`). Backbone and P_a stay frozen; only the
-    projector's parameters get gradients (Adam, ``lr``).
+    projector's parameters get gradients (the recipe's optimiser; default Adam at ``lr``).
     """
     names = [t for t in tasks if t in prompts_a]
     missing = [t for t in tasks if t not in prompts_a]
@@ -157,7 +208,7 @@ def train_task(projector: torch.nn.Module, backbone: Backbone, tasks: dict, prom
     most = max(len(prompts_a[t]) for t in names)
     schedule = [(t, j) for j in range(most) for t in names if j < len(prompts_a[t])]
     visits = dict.fromkeys(names, 0)
-    optimizer = torch.optim.Adam(projector.parameters(), lr=lr)
+    optimizer = make_optimizer(projector.parameters(), recipe, lr)
     projector.train()
     losses = []
     for step in range(steps):

@@ -13,7 +13,10 @@ For a study with a ``cross_model`` section (source backbone A, target backbone B
   which the figure kind ``cross_model`` (:mod:`promptgrid.figures.cross_model`) draws.
 
 Projectors are seeded with the study's first seed: one projector per (projector, fit) is fitted on all seeds'
-prompts, and its init/zero-shot runs are per seed. Registering and gathering import no torch.
+prompts, and its init/zero-shot runs are per seed. ``cross_model.recipe`` picks how both fits optimise
+(:data:`promptgrid.engine.projection.RECIPES`): ``quick`` (Adam at ``lr``; ``steps`` full-batch distance steps,
+``task_steps`` task steps at ``training.batch_size``) or ``su`` (Su et al.'s AdamW at 5e-3 in batches of 16 for
+``epochs`` passes). Registering and gathering import no torch.
 """
 from __future__ import annotations
 
@@ -77,7 +80,15 @@ def project(study: Study, projector: str, fit: str) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from promptgrid.engine.projection import ProjectionTask, make_projector, train_distance, train_task
+    from promptgrid.engine.projection import (
+        RECIPES,
+        ProjectionTask,
+        distance_epoch_steps,
+        make_projector,
+        task_epoch_steps,
+        train_distance,
+        train_task,
+    )
     from promptgrid.engine.projection import project as apply_projector
     from promptgrid.engine.training import RunSpec, train_runs
     from promptgrid.storage.files import atomic_path
@@ -100,21 +111,32 @@ def project(study: Study, projector: str, fit: str) -> None:
     prompts_a = _prompts(study, a, train_tasks, seeds)  # (T*S, L, d_a)
     d_a, d_b = prompts_a.shape[-1], bb.embed_dim
     g = make_projector(projector, L, d_a, d_b, hidden=cm.hidden, seed=seeds[0], out_scale=_out_scale(bb))
+    recipe = RECIPES[cm.recipe]
     if fit == "distance":
         prompts_b = _prompts(study, b, train_tasks, seeds)
         if prompts_b.shape[-1] != d_b:
             raise ValueError(f"{b} prompts are {prompts_b.shape[-1]} wide; backbone {b} embeds in {d_b}")
-        losses = train_distance(g, prompts_a, prompts_b, cm.steps, cm.lr, seeds[0], label=label)
+        steps, bs = cm.steps, None  # quick: full batch
+        if recipe.batch_size is not None:  # su: epochs of the recipe's batches over the prompt pairs
+            steps, bs = cm.epochs * distance_epoch_steps(len(prompts_a), recipe.batch_size), recipe.batch_size
+        losses = train_distance(g, prompts_a, prompts_b, steps, cm.lr, seeds[0], batch_size=bs, label=label,
+                                recipe=recipe)
     else:
         tasks = {t: ProjectionTask(study.head(b, t), study.encoded(b, t, "train")) for t in train_tasks}
         by_task = {t: prompts_a[i * len(seeds):(i + 1) * len(seeds)] for i, t in enumerate(train_tasks)}
-        losses = train_task(g, bb, tasks, by_task, cm.task_steps or cm.steps, cm.lr, seeds[0],
-                            batch_size=cfg.training.batch_size, precision=study.precision, label=label)
+        steps, bs = cm.task_steps or cm.steps, cfg.training.batch_size
+        if recipe.batch_size is not None:
+            bs = recipe.batch_size
+            steps = cm.epochs * task_epoch_steps({t: len(tasks[t].data) for t in train_tasks},
+                                                 {t: len(seeds) for t in train_tasks}, bs)
+        losses = train_task(g, bb, tasks, by_task, steps, cm.lr, seeds[0], batch_size=bs,
+                            precision=study.precision, label=label, recipe=recipe)
     t_fit = time.time() - t0
     with atomic_path(study.path(layout.projector_file(cfg, projector, fit))) as tmp:
         save_file({k: v.detach().contiguous() for k, v in g.state_dict().items()}, str(tmp),
                   metadata={"projector": projector, "fit": fit, "source_backbone": a,
                             "target_backbone": b, "train_tasks": json.dumps(train_tasks), "seeds": json.dumps(seeds),
+                            "recipe": cm.recipe, "steps": str(len(losses)),
                             "first_loss": f"{losses[0]:.6g}", "last_loss": f"{losses[-1]:.6g}", "config_hash": h})
 
     rows, curves = [], []
@@ -149,7 +171,8 @@ def project(study: Study, projector: str, fit: str) -> None:
               + ", ".join(f"seed{s}={baseline[s]:.1f}" for s in seeds), flush=True)
     meta = study.meta(h, seed=seeds, backbone=b, source_backbone=a, projector=projector, fit=fit,
                       projector_train_tasks=train_tasks, projector_first_loss=losses[0],
-                      projector_last_loss=losses[-1], projector_fit_seconds=round(t_fit, 1))
+                      projector_last_loss=losses[-1], projector_fit_seconds=round(t_fit, 1),
+                      projector_recipe=cm.recipe, projector_steps=len(losses))
     write_table(pd.DataFrame(rows, columns=COLUMNS), study.path(layout.cross_part(cfg, projector, fit)), meta)
     write_table(pd.DataFrame(curves, columns=CURVE_COLUMNS)[CURVE_COLUMNS],
                 study.path(layout.cross_curves(cfg, projector, fit)), meta)

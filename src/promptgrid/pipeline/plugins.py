@@ -1,5 +1,5 @@
-"""Loading what registers itself: the built-in data sources, methods, similarity metrics, figure kinds and
-cross-model projectors, and a study's own ``plugins:`` files. Every entry point (the CLI, the Snakefile, the
+"""Loading what registers itself: the built-in data sources, methods, similarity metrics, figure kinds,
+cross-model projectors and analysis predictors, and a study's own ``plugins:`` files. Every entry point (the CLI, the Snakefile, the
 tests) loads them before it reads a config, because the config is validated against the registries
 (:mod:`promptgrid.registry`)."""
 from __future__ import annotations
@@ -11,6 +11,7 @@ import pkgutil
 import sys
 from pathlib import Path
 
+import promptgrid.analysis.predictors
 import promptgrid.data.sources
 import promptgrid.engine.projectors
 import promptgrid.figures
@@ -19,7 +20,7 @@ import promptgrid.similarity
 
 #: the packages whose every module registers one thing
 BUILTIN_PACKAGES = (promptgrid.data.sources, promptgrid.methods, promptgrid.similarity, promptgrid.figures,
-                    promptgrid.engine.projectors)
+                    promptgrid.engine.projectors, promptgrid.analysis.predictors)
 
 
 def load_builtins() -> None:

@@ -63,21 +63,32 @@ def collect(study: Study) -> None:
 
 
 def correlate(study: Study) -> None:
-    from promptgrid.analysis.correlation import correlation_table, metric_comparison_table, retrieval_table
+    from promptgrid.analysis.correlation import correlation_table, metric_comparison_table, predictor_rows
     from promptgrid.analysis.findings import findings_table
+    from promptgrid.analysis.pooled import permutations_needed
+    from promptgrid.analysis.retrieval import retrieval_table
     from promptgrid.analysis.summary import summary_table
+    from promptgrid.registry import PREDICTORS
 
     cfg = study.cfg
     a = cfg.analysis
     transfer = read_table(study.path(layout.table("transfer")))
     similarity = read_table(study.path(layout.table("similarity")))
     t0 = time.time()
-    correlation = correlation_table(similarity, transfer, a.permutations, a.bootstrap, a.seed, outcome=a.outcome)
-    comparison = metric_comparison_table(similarity, transfer, a.bootstrap, a.seed, outcome=a.outcome)
-    retrieval = retrieval_table(similarity, transfer, a.top_k)
-    summary = summary_table(correlation, retrieval, comparison)
     families = {name: t.family for name, t in cfg.tasks.items()}
-    findings = findings_table(transfer, summary, families, a.outcome, a.bootstrap, a.seed)
+    predictors = predictor_rows(similarity, transfer, families, a.outcome, a.seed, names=a.predictors)
+    m = similarity["metric"].nunique() + len(a.predictors)
+    if a.permutations is not None and a.permutations < permutations_needed(m):
+        print(f"[correlate] WARNING: analysis.permutations = {a.permutations} is below the {permutations_needed(m)} "
+              f"that {m} metrics and predictors need (20 m / 0.05): an adjusted p may sit on the permutation grid; "
+              f"unset it to size it automatically", flush=True)
+    correlation = correlation_table(similarity, transfer, a.permutations, a.bootstrap, a.seed, outcome=a.outcome,
+                                    predictors=predictors)
+    comparison = metric_comparison_table(similarity, transfer, seed=a.seed, outcome=a.outcome, predictors=predictors)
+    retrieval = retrieval_table(similarity, transfer, a.top_k, predictors=predictors, outcome=a.outcome)
+    summary = summary_table(correlation, retrieval, comparison)
+    kinds = [(name, PREDICTORS[name].kind) for name in a.predictors]
+    findings = findings_table(transfer, summary, families, a.outcome, retrieval, kinds)
     # the statistics ran here, on the numbers the model jobs computed: their record travels on
     compute = read_table_meta(study.path(layout.table("transfer"))).get("compute") or {}
     meta = study.meta(study.stage_hash("correlate"), seed=a.seed, compute=compute)

@@ -2,14 +2,23 @@
 
 Registered as the similarity metric ``on``; it also writes ``on_w<i>``, the overlap within the i-th
 window of ``metrics.on_window`` layers. Each prompt's mask is computed once and cached beside the
-study (``Study.prompt_cache``). A deep prompt (no positions of its own) is read with the backbone's minimal
-input and the prompt as every layer's key/value prefix (:data:`DEEP_READ_SITES`)."""
+study (``Study.prompt_cache``). Where a prompt is read (``metrics.on_site``: Su et al.'s site or promptgrid's
+own) is :mod:`promptgrid.similarity.on_sites`; a deep prompt (no positions of its own) is read with the probe's
+tokens and the prompt as every layer's key/value prefix (:data:`DEEP_READ_SITES`, :data:`SU_DEEP_READ_SITES`)."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from promptgrid.registry import SIMILARITIES, SimilaritySpec
+from promptgrid.similarity import on_sites
+from promptgrid.similarity.on_sites import (  # noqa: F401  (ON's read sites, re-exported: on.READ_SITES)
+    DEEP_READ_SITES,
+    POST_ACTIVATION,
+    READ_SITES,
+    SU_DEEP_READ_SITES,
+    SU_READ_SITES,
+)
 
 if TYPE_CHECKING:  # torch is imported inside the functions that need it: registering stays torch-free
     import torch
@@ -152,89 +161,18 @@ def activation_mask(model: nn.Module, prompt_embeds: torch.Tensor, special_token
     return _capture(model, lambda: model(inputs_embeds=embeds, attention_mask=mask), [position], post_activation) > 0
 
 
-#: where ON reads each backbone kind, with no task data (the README's fidelity table)
-READ_SITES = {
-    "masked_lm": "[CLS] [MASK] prompt [SEP]; the FFNs at the [MASK], the position the masked-LM scorer reads",
-    "encoder": "prompt + the tokens of an empty input ([CLS] [SEP]); the FFNs averaged over every position, "
-               "as the mean-pooling scorer averages them",
-    "seq2seq": "encoder input prompt + EOS; the decoder's FFNs at its first position (the decoder start "
-               "token), where Su et al.'s T5 code reads",
-    "causal_lm": "prompt + EOS; the FFNs at the last position, where the next token is predicted",
-}
+def prompt_activation_mask(bb, prompt: torch.Tensor, post_activation: Optional[bool] = None,
+                           site: str = "ours") -> torch.Tensor:
+    """ON's activation pattern of one prompt on backbone ``bb`` (a promptgrid Backbone), bool (n_layers, ffn_dim).
 
-
-#: where ON reads a deep prompt (promptgrid.models.prefix): the probe tokens of READ_SITES without the prompt's
-#: positions (a deep prompt has none), the prefix in the attention of every layer where the backbone puts it
-DEEP_READ_SITES = {
-    "masked_lm": "[CLS] [MASK] [SEP], the prefix in every encoder layer; the FFNs at the [MASK]",
-    "encoder": "the tokens of an empty input ([CLS] [SEP]), the prefix in every layer; the FFNs averaged over "
-               "those tokens, as deep mean pooling averages them",
-    "seq2seq": "encoder input EOS alone, unprefixed; the decoder's start token, the prefix in every decoder "
-               "self-attention; the decoder's FFNs at that position",
-    "causal_lm": "EOS alone, the prefix in every layer; the FFNs at that position",
-}
-
-
-def prompt_activation_mask(bb, prompt: torch.Tensor, post_activation: bool = False) -> torch.Tensor:
-    """ON's activation pattern of one prompt on backbone ``bb`` (a promptgrid Backbone), bool
-    (n_layers, ffn_dim), read where that kind of backbone reads its prediction: an input prompt (L, d) at
-    :data:`READ_SITES`, a deep prompt (L, D) at :data:`DEEP_READ_SITES` (:func:`deep_activation_mask`)."""
-    import torch
-
-    if bb.is_deep(prompt):
-        return deep_activation_mask(bb, prompt, post_activation)
-    tok, device = bb.tokenizer, bb.device
-    embed = bb.embed_layer
-    prompt = prompt.to(device=device, dtype=embed.weight.dtype)
-
-    def tokens(*ids):
-        return embed(torch.tensor([i for i in ids if i is not None], device=device))
-
-    kind = bb.cfg.kind
-    if kind == "masked_lm":
-        cls = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
-        sep = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
-        embeds, positions, owner = torch.cat([tokens(cls, tok.mask_token_id), prompt, tokens(sep)]), [1], bb.model
-    elif kind == "encoder":
-        embeds = torch.cat([prompt, tokens(*bb.input_ids([""])[0])])
-        positions, owner = list(range(embeds.shape[0])), bb.model
-    else:
-        eos = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
-        embeds = torch.cat([prompt, tokens(eos)])
-        positions, owner = ([0], bb.model.get_decoder()) if kind == "seq2seq" else ([embeds.shape[0] - 1], bb.model)
-    mask = torch.ones(1, embeds.shape[0], dtype=torch.long, device=device)
-    kwargs = {"inputs_embeds": embeds[None], "attention_mask": mask}
-    if kind == "seq2seq":
-        start = bb.model.config.decoder_start_token_id
-        kwargs["decoder_input_ids"] = torch.tensor([[start if start is not None else 0]], device=device)
-    return _capture(owner, lambda: bb.model(**kwargs), positions, post_activation) > 0
-
-
-def deep_activation_mask(bb, prompt: torch.Tensor, post_activation: bool = False) -> torch.Tensor:
-    """ON's activation pattern of one deep prompt (L, D) on backbone ``bb``, bool (n_layers, ffn_dim).
-
-    A deep prompt has no positions of its own, so the probe is the backbone's minimal input with the prompt as
-    every layer's key/value prefix, through the backbone's own deep path (``bb.model_inputs``; seq2seq:
-    ``bb.decoder_prefix``): the same probe tokens as :data:`READ_SITES` uses for an input prompt, without the
-    prompt's positions, read at the same site (:data:`DEEP_READ_SITES`)."""
-    import torch
-
-    tok, device, kind = bb.tokenizer, bb.device, bb.cfg.kind
-    prompts = prompt[None]  # (1, L, D)
-    eos = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
-    if kind == "seq2seq":
-        start = bb.model.config.decoder_start_token_id
-        ids = torch.tensor([[eos]], device=device)
-        kwargs = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
-                  "decoder_input_ids": torch.tensor([[start if start is not None else 0]], device=device),
-                  **bb.decoder_prefix(prompts)}
-        return _capture(bb.model.get_decoder(), lambda: bb.model(**kwargs), [0], post_activation) > 0
-    # masked LM: input_ids of "" is [SEP], and its deep input puts [CLS] [MASK] before it; encoder: [CLS] [SEP]
-    ids = [eos] if kind == "causal_lm" else bb.input_ids([""])[0]
-    kwargs, _, _ = bb.model_inputs(prompts, bb.collate([ids]))
-    n_tokens = kwargs["inputs_embeds"].shape[1]
-    positions = {"masked_lm": [1], "encoder": list(range(n_tokens))}.get(kind, [n_tokens - 1])
-    return _capture(bb.model, lambda: bb.model(**kwargs), positions, post_activation) > 0
+    ``site`` (``metrics.on_site``) picks the probe and the read positions (:func:`on_sites.probe`): an input prompt
+    (L, d) at :data:`READ_SITES` (``ours``) or :data:`SU_READ_SITES` (``su``), a deep prompt (L, D) at
+    :data:`DEEP_READ_SITES` / :data:`SU_DEEP_READ_SITES`. ``post_activation`` (default: the site's,
+    :data:`POST_ACTIVATION`) binarises the FFN's output projection's input rather than its first linear's output.
+    No task data is fed."""
+    probe = on_sites.probe(bb, prompt, site)
+    post = POST_ACTIVATION[site] if post_activation is None else post_activation
+    return _capture(probe.owner, lambda: bb.model(**probe.kwargs), probe.positions, post) > 0
 
 
 def on_overlap(mask_a: torch.Tensor, mask_b: torch.Tensor) -> float:
@@ -280,13 +218,15 @@ def compute(ctx, backbone: str, target=None) -> dict:
     from promptgrid.similarity.seed_pairs import seed_pair_mean
 
     cfg = ctx.cfg
+    site = cfg.metrics.on_site
+    cache_name = "on_mask" if site == "ours" else f"on_mask_{site}"  # "on_mask": the caches made before sites
 
     def mask_of(task, seed):
         def make():
             bb = ctx.backbone(backbone)
             with precision_scope(ctx.precision, bb.device):
-                return prompt_activation_mask(bb, ctx.task_prompt(backbone, task, seed)).to(torch.uint8)
-        return ctx.prompt_cache("on_mask", backbone, task, seed, make).bool()
+                return prompt_activation_mask(bb, ctx.task_prompt(backbone, task, seed), site=site).to(torch.uint8)
+        return ctx.prompt_cache(cache_name, backbone, task, seed, make).bool()
 
     masks = {(t, seed): mask_of(t, seed) for t in cfg.trained_tasks for seed in cfg.seeds}
     out = {}
@@ -304,6 +244,7 @@ def compute(ctx, backbone: str, target=None) -> dict:
 
 
 SIMILARITIES.add(SimilaritySpec(
-    name="on", scope="model", order=7, compute=compute, config_sections=("metrics.on_window",),
+    name="on", scope="model", order=7, compute=compute, config_sections=("metrics.on_window", "metrics.on_site"),
     summary="overlap of the FFN neurons the two prompts activate (all layers; on_w<i>: per layer window)",
-    paper="Su et al. 2022, ON; read per backbone kind where its scorer reads (on.READ_SITES)"))
+    paper="Su et al. 2022, ON; metrics.on_site su: read at Su et al.'s code's site after the nonlinearity "
+          "(on.SU_READ_SITES), ours: where promptgrid's scorer reads (on.READ_SITES)"))
