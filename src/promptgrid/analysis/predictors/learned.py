@@ -87,7 +87,8 @@ def predict(data: PredictorData) -> pd.DataFrame:
         Y = grid.to_numpy(np.float64)
         ok = np.isfinite(Y)
         Yr = np.where(ok, _scaled_ranks(Y), 0.0)
-        Yr = np.where(ok, Yr - np.nanmean(np.where(ok, Yr, np.nan), axis=0, keepdims=True), 0.0)
+        counts = ok.sum(axis=0, keepdims=True)  # a target with no finite outcome is centred at 0 (it has no pairs)
+        Yr = np.where(ok, Yr - np.where(ok, Yr, 0.0).sum(axis=0, keepdims=True) / np.maximum(counts, 1), 0.0)
         scores = np.full(Y.shape, np.nan)
 
         def features(hidden, grid=grid, metric_grids=metric_grids, fam=fam, targets=targets):
