@@ -84,6 +84,14 @@ def pairs(similarity: pd.DataFrame, transfer: pd.DataFrame, outcome: str = "gain
     return joined.iloc[np.lexsort(keys[::-1])].reset_index(drop=True)
 
 
+def _wide(grp: pd.DataFrame) -> tuple:
+    """One backbone and method's pairs side by side: values (source, target) x predictor, the outcome on the same
+    index, and predictor -> kind."""
+    wide = grp.pivot(index=["source", "target"], columns="metric", values="value")
+    y = grp.drop_duplicates(["source", "target"]).set_index(["source", "target"])["outcome"].reindex(wide.index)
+    return wide, y, grp.drop_duplicates("metric").set_index("metric")["kind"]
+
+
 def correlation_table(similarity: pd.DataFrame, transfer: pd.DataFrame, n_permutations: Optional[int] = None,
                       n_bootstrap: int = 1000, seed: int = 0, outcome: str = "gain",
                       predictors: Optional[pd.DataFrame] = None) -> pd.DataFrame:
@@ -106,9 +114,7 @@ def correlation_table(similarity: pd.DataFrame, transfer: pd.DataFrame, n_permut
     rows = []
     for (backbone, method), grp in data.groupby(["backbone", "method"], sort=False):
         names = list(pd.unique(grp["metric"]))
-        kinds = grp.drop_duplicates("metric").set_index("metric")["kind"]
-        wide = grp.pivot(index=["source", "target"], columns="metric", values="value")
-        y = grp.drop_duplicates(["source", "target"]).set_index(["source", "target"])["outcome"].reindex(wide.index)
+        wide, y, kinds = _wide(grp)
         src, tgt = wide.index.get_level_values("source"), wide.index.get_level_values("target")
         pooled = correlate_family({m: wide[m].to_numpy() for m in names}, y.to_numpy(), tgt.to_numpy(),
                                   units=src.to_numpy(), n_permutations=n_permutations, seed=seed)
@@ -144,9 +150,7 @@ def metric_comparison_table(similarity: pd.DataFrame, transfer: pd.DataFrame, n_
     order = list(metrics) if metrics is not None else list(pd.unique(similarity["metric"]))
     rows = []
     for (backbone, method), grp in data.groupby(["backbone", "method"], sort=False):
-        kinds = grp.drop_duplicates("metric").set_index("metric")["kind"]
-        wide = grp.pivot(index=["source", "target"], columns="metric", values="value")
-        y = grp.drop_duplicates(["source", "target"]).set_index(["source", "target"])["outcome"].reindex(wide.index)
+        wide, y, kinds = _wide(grp)
         present = [m for m in order if m in wide.columns]
         others = [m for m in wide.columns if kinds[m] != METRIC]
         # two families, each Holm-adjusted on its own: metric against metric, and metric against predictor

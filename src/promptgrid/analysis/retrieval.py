@@ -8,7 +8,6 @@ a researcher who tries every source can expect, not the luckiest draw.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence
 
 import numpy as np
@@ -16,20 +15,7 @@ import pandas as pd
 
 from promptgrid.analysis.correlation import RETRIEVAL_COLUMNS, pairs
 from promptgrid.analysis.gains import require_columns
-from promptgrid.analysis.stats import retrieval_at_k
-
-
-def expected_best_of_random(values: np.ndarray, key: np.ndarray, k: int) -> float:
-    """E[value of the member with the largest ``key`` in a uniformly random k-subset] (exact): with sources sorted
-    by key, the i-th is the one chosen with chance C(i - 1, k - 1) / C(n, k). values, key: (n,)."""
-    key = np.asarray(key, dtype=np.float64)
-    # ties: the lower index counts as larger, as np.argmax does in heldout_at_k's oracle and top-k choice
-    order = np.lexsort((-np.arange(key.size), key))
-    v = np.asarray(values, dtype=np.float64)[order]
-    n = v.size
-    k = min(k, n)
-    total = math.comb(n, k)
-    return float(sum(v[i - 1] * math.comb(i - 1, k - 1) / total for i in range(k, n + 1)))
+from promptgrid.analysis.stats import expected_best_of_random, retrieval_at_k
 
 
 def heldout_at_k(scores: np.ndarray, per_seed: np.ndarray, ks: Sequence[int]) -> list:

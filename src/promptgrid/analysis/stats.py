@@ -150,14 +150,22 @@ def correlate(x, y, n_permutations: int = 1000, n_bootstrap: int = 1000, seed: i
     return out
 
 
-def expected_best_of_random_k(gains, k: int) -> float:
-    """E[max gain of a uniformly random k-subset], exactly: sum_i g_(i) C(i-1, k-1) / C(n, k)
-    with g_(1) <= ... <= g_(n) (the largest of the k picks is the i-th smallest with that chance)."""
-    g = np.sort(np.asarray(gains, dtype=np.float64))
-    n = g.size
+def expected_best_of_random(values, key, k: int) -> float:
+    """E[value of the member with the largest ``key`` in a uniformly random k-subset] (exact): with the n sources
+    sorted by key, the i-th is the one chosen with chance C(i - 1, k - 1) / C(n, k). values, key: (n,); ties in
+    key: the lower index counts as larger, as ``np.argmax`` picks."""
+    key = np.asarray(key, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)[np.lexsort((-np.arange(key.size), key))]
+    n = v.size
     k = min(k, n)
     total = math.comb(n, k)
-    return float(sum(g[i - 1] * (math.comb(i - 1, k - 1) / total) for i in range(k, n + 1)))
+    return float(sum(v[i - 1] * (math.comb(i - 1, k - 1) / total) for i in range(k, n + 1)))
+
+
+def expected_best_of_random_k(gains, k: int) -> float:
+    """E[max gain of a uniformly random k-subset], exactly: :func:`expected_best_of_random` choosing by the gain
+    itself."""
+    return expected_best_of_random(gains, gains, k)
 
 
 def retrieval_at_k(metric_scores, gains, ks: Sequence[int]) -> list[dict]:

@@ -13,7 +13,8 @@ from promptgrid.registry import FIGURES, METHODS, FigureSpec
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-#: the fewest targets a CI band is drawn from (below it a t-interval is too wide to mean anything: none is drawn)
+#: the fewest targets a CI band is drawn from: promptgrid.analysis.pooled.MIN_TARGETS_FOR_CI, which
+#: cluster_mean_ci applies (restated here so that registering the figure imports no scipy)
 MIN_TARGETS_FOR_CI = 3
 ORACLE_LABEL = "oracle"
 BIASED_ORACLE_LABEL = "oracle (max of noisy seed means, biased upward)"
@@ -32,19 +33,21 @@ def t_interval(per_target: pd.DataFrame, by: list, value: str) -> pd.DataFrame:
     """Mean over targets of ``value`` per ``by`` group with its 95 % t-interval.
 
     ``per_target`` has one row per (``by``, target): (n_rows,) values. Returns ``by`` columns plus mean,
-    ci_low, ci_high, n_targets: mean ± t_{G-1, .975} · sd / √G over the G targets whose value is finite;
-    ci_low/ci_high are NaN when G < MIN_TARGETS_FOR_CI (a CI from 1-2 targets would be near-useless).
+    ci_low, ci_high, n_targets: :func:`promptgrid.analysis.pooled.cluster_mean_ci` over the G targets whose value
+    is finite (mean ± t_{G-1, .975} · sd / √G; NaN below MIN_TARGETS_FOR_CI targets), the same interval the
+    summary table prints.
     """
     import numpy as np
-    from scipy import stats
 
-    finite = per_target[np.isfinite(per_target[value].to_numpy(float))]
-    agg = finite.groupby(by, as_index=False)[value].agg(mean="mean", sd="std", n_targets="count")
-    g = agg["n_targets"].to_numpy(float)
-    half = stats.t.ppf(0.975, np.maximum(g - 1, 1)) * agg["sd"].to_numpy(float) / np.sqrt(g)
-    half = np.where(g >= MIN_TARGETS_FOR_CI, half, np.nan)
-    out = agg.assign(ci_low=agg["mean"] - half, ci_high=agg["mean"] + half)
-    return out[[*by, "mean", "ci_low", "ci_high", "n_targets"]].sort_values(by, kind="stable")
+    from promptgrid.analysis.pooled import cluster_mean_ci
+
+    rows = []
+    for key, g in per_target.groupby(by, sort=True):
+        est = cluster_mean_ci(g[value].to_numpy(float), np.arange(len(g)))
+        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "mean": est["mean"],
+                     "ci_low": est["ci_low"], "ci_high": est["ci_high"], "n_targets": est["n_groups"]})
+    out = pd.DataFrame(rows, columns=[*by, "mean", "ci_low", "ci_high", "n_targets"])
+    return out[out["n_targets"] > 0].reset_index(drop=True)
 
 
 def _band(ax, curve: pd.DataFrame, colour, gid: str) -> None:

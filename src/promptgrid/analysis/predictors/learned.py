@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 
 from promptgrid.analysis.predictors import PredictorData
 from promptgrid.analysis.predictors.features import outcome_grid, source_means
@@ -27,6 +26,8 @@ PENALTIES = (0.1, 1.0, 10.0, 100.0)
 
 def _scaled_ranks(V: np.ndarray) -> np.ndarray:
     """Within-column ranks of V (S, T) scaled to [0, 1]; NaN -> 0.5; a column of < 2 values -> 0.5."""
+    from scipy.stats import rankdata  # here, not at import: registering the predictors stays light
+
     out = np.full(V.shape, 0.5)
     for j in range(V.shape[1]):
         ok = np.isfinite(V[:, j])
