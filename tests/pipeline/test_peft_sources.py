@@ -70,6 +70,20 @@ def _export(tmp_path, model_dir, length=4) -> tuple:
     return prompt, folder
 
 
+def _prepare_and_train(config: Path):
+    """Run the prepare and train verbs of tasks a, b, c of the study at ``config``; returns ``verb(name, *args)``,
+    which runs one more verb on it and asserts it succeeds."""
+    from promptgrid.cli import main
+
+    def verb(*args):
+        assert main([args[0], "--config", str(config), *args[1:]]) == 0, args
+
+    for task in ("a", "b", "c"):
+        verb("prepare", "--task", task)
+        verb("train", "--backbone", "enc", "--task", task)
+    return verb
+
+
 def test_config_refuses_unknown_backbone_and_imported_targets(setup):
     tmp_path, model_dir = setup
     with pytest.raises(ConfigError, match=r"tasks\.a\.peft_adapters\.nope'?: backbone 'nope' is not defined"):
@@ -99,7 +113,6 @@ def test_dag_build_checks_local_adapters(setup):
 
 
 def test_train_verb_imports_the_adapter_and_transfer_uses_it(setup):
-    from promptgrid.cli import main
     from promptgrid.pipeline.context import Study
 
     tmp_path, model_dir = setup
@@ -107,13 +120,7 @@ def test_train_verb_imports_the_adapter_and_transfer_uses_it(setup):
     raw = _raw(tmp_path, model_dir, {"enc": str(folder)})
     config = tmp_path / "study.yaml"
     config.write_text(yaml.safe_dump(raw, sort_keys=False))
-
-    def verb(*args):
-        assert main([args[0], "--config", str(config), *args[1:]]) == 0, args
-
-    for task in ("a", "b", "c"):
-        verb("prepare", "--task", task)
-        verb("train", "--backbone", "enc", "--task", task)
+    verb = _prepare_and_train(config)
     out = tmp_path / "results" / "peft-sources"
     for seed in (0, 1):
         for early in ("", ".early"):
@@ -158,18 +165,10 @@ def _config(tmp_path, model_dir, adapter, kind):
 
 
 def test_prefix_adapter_is_a_deep_source_prompt_and_the_bank_exports(setup):
-    from promptgrid.cli import main
-
     tmp_path, model_dir = setup
     weight, folder = _prefix_adapter(tmp_path)
     config = _config(tmp_path, model_dir, folder, "deep")
-
-    def verb(*args):
-        assert main([args[0], "--config", str(config), *args[1:]]) == 0, args
-
-    for task in ("a", "b", "c"):
-        verb("prepare", "--task", task)
-        verb("train", "--backbone", "enc", "--task", task)
+    verb = _prepare_and_train(config)
     out = tmp_path / "results" / "peft-sources"
     got, meta = load_prompt(out / "prompts/enc/task/a/seed0.safetensors")
     assert got.shape == (4, 64) and torch.equal(got, weight)
