@@ -312,3 +312,21 @@ def test_summary_text_uses_smallest_k_and_reads_back_nan():
             f"{6.625 + half:.1f}] (regret 0.0, nDCG@3 1.00): 100 % [100, 100] of the held-out oracle's 6.6") in text
     # a parquet round trip may turn None into NaN
     assert summary.summary_text(summ.assign(runner_up=np.nan)).count("only metric") == 2
+
+
+def test_summary_names_the_metrics_that_beat_each_predictor():
+    corr = pd.DataFrame([{c: NAN for c in correlation.CORRELATION_COLUMNS} | {
+        "backbone": "m", "metric": name, "kind": kind, "method": "vanilla", "target": "pooled", "n": 30,
+        "n_targets": 3, "spearman_rho": rho, "spearman_ci_low": rho - 0.2, "spearman_ci_high": rho + 0.1,
+        "spearman_p": 0.01} for name, kind, rho in (("max", "metric", 0.7), ("on", "metric", 0.5),
+                                                    ("cos_avg", "metric", 0.45), ("source_only", "comparator", 0.4))])
+    # max and cos_avg are significantly above source_only (Holm p < 0.05), on is not
+    cmp = pd.DataFrame([{"backbone": "m", "method": "vanilla", "metric_a": a, "metric_b": "source_only", "diff": d,
+                         "ci_low": d - 0.1, "ci_high": d + 0.1, "p": p, "p_holm": p, "significant": p < 0.05}
+                        for a, d, p in (("max", 0.3, 0.01), ("on", 0.1, 0.3), ("cos_avg", 0.05, 0.02))])
+    r = summary.summary_table(corr, None, cmp).iloc[0]
+    assert r["metrics_beating_source_only"] == "max, cos_avg" and bool(r["beats_source_only"])
+    assert r["source_only_rho"] == 0.4 and (r["vs_source_only_ci_low"], r["vs_source_only_ci_high"]) == (
+        pytest.approx(0.2), pytest.approx(0.4))
+    assert "Against the analysis predictors it beats source_only (ρ = 0.40" in summary.summary_text(
+        summary.summary_table(corr, None, cmp))

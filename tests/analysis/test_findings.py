@@ -92,3 +92,20 @@ def test_findings_table_and_text():
     assert "4.83" in lines[1] and "3/3" in lines[1] and findings.CANNOT_TELL in lines[1]
     assert "0.600" in lines[3] and "0.90" in lines[3] and "1/3" in lines[3] and findings.CANNOT_TELL in lines[3]
     assert findings.findings_text(table.iloc[:0]).startswith("No findings")
+
+
+def test_speedup_is_the_mean_of_per_target_medians_with_a_t_interval_around_1x():
+    rows = []
+    for t, speedups in (("x", [2.0, 2.5, 6.0]), ("y", [1.0, 1.5, 2.0]), ("z", [3.0, 3.0, np.nan])):
+        for i, sp in enumerate(speedups):
+            rows.append({"backbone": "m", "source": f"s{i}", "target": t, "method": "vanilla", "seed": 0,
+                         "speedup": sp})
+    rows.append({"backbone": "m", "source": "x", "target": "x", "method": "vanilla", "seed": 0, "speedup": 50.0})
+    [row] = findings.speedups(pd.DataFrame(rows))
+    medians = np.array([2.5, 1.5, 3.0])  # per target (x: the median 2.5, not the mean 3.5); the self-pair and the run that never reached it left out
+    se = medians.std(ddof=1) / math.sqrt(3)
+    assert row["finding"] == "speedup" and row["value"] == pytest.approx(medians.mean())
+    assert (row["ci_low"], row["ci_high"]) == (pytest.approx(medians.mean() - T975_2DF * se),
+                                               pytest.approx(medians.mean() + T975_2DF * se))
+    assert row["p"] == pytest.approx(2 * student_t.sf((medians.mean() - 1) / se, 2))  # against no speed-up, 1x
+    assert findings.speedups(pd.DataFrame(rows).drop(columns="speedup")) == []

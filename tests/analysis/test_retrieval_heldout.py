@@ -181,3 +181,21 @@ def test_share_of_oracle_nan_without_a_positive_oracle():
     r["oracle_heldout"] = -1.0
     got = share_of_oracle(r, "b", "vanilla", "m", 3)
     assert math.isnan(got["estimate"]) and math.isnan(got["ci_low"])
+
+
+def test_retrieval_ranks_by_the_study_outcome_and_keeps_the_final_gain_without_curves():
+    """analysis.outcome auc_gain: a trained method's retrieval reads auc_gain; a method without learning curves
+    (auc_gain NaN, as zero-shot) keeps its final gain; the table names the column used."""
+    sim = pd.DataFrame([("b", s, "t", "m", v) for s, v in (("s0", 3.0), ("s1", 2.0), ("s2", 1.0))],
+                       columns=["backbone", "source", "target", "metric", "value"])
+    rows = []
+    for s, gain, auc in (("s0", 1.0, 9.0), ("s1", 5.0, 2.0), ("s2", 3.0, 4.0)):
+        for seed in (0, 1):
+            rows.append(("b", s, "t", "vanilla", seed, gain, auc, 1.0))
+            rows.append(("b", s, "t", "zeroshot", seed, gain, np.nan, 1.0))
+    tr = pd.DataFrame(rows, columns=["backbone", "source", "target", "method", "seed", "gain", "auc_gain",
+                                     "relative_performance"])
+    got = retrieval_table(sim, tr, ks=(1,), outcome="auc_gain").set_index("method")
+    assert got.loc["vanilla", "outcome"] == "auc_gain" and got.loc["zeroshot", "outcome"] == "gain"
+    assert (got.loc["vanilla", "best_of_topk"], got.loc["vanilla", "oracle"]) == (9.0, 9.0)  # s0 by auc_gain
+    assert (got.loc["zeroshot", "best_of_topk"], got.loc["zeroshot", "oracle"]) == (1.0, 5.0)  # s0 by gain
