@@ -13,3 +13,7 @@ if ! grep -qs '^name = "promptgrid"' "$src/pyproject.toml"; then
     exit 1
 fi
 python -m pip install --no-deps -e "$src"
+# which pytorch build conda chose: the CPU one where the machine that built the env has no NVIDIA driver (a
+# login node), unless CONDA_OVERRIDE_CUDA named the GPU nodes' CUDA (promptgrid.yaml says how)
+python -c 'import torch; c = torch.version.cuda; print(f"env: torch {torch.__version__}, the " + (f"CUDA {c} build" if c
+  else "CPU build (for GPU jobs: CONDA_OVERRIDE_CUDA=<the GPU nodes CUDA version>, see envs/promptgrid.yaml)"))'

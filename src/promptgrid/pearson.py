@@ -6,7 +6,10 @@ another value there say so (a regression task scores a constant prediction as 0)
 """
 from __future__ import annotations
 
-import numpy as np
+from promptgrid.lazy import lazy_module
+
+np = lazy_module("numpy")
+
 
 
 def constant_rows(X: np.ndarray) -> np.ndarray:

@@ -10,14 +10,17 @@ a method. Everything else reads the registries: the config loader validates name
 method's typed section, the schema's enums come from them, the layout names their files, the
 Snakemake rules and verbs iterate over them, the palette colours methods from them.
 
-This module imports nothing from promptgrid at run time (it is the bottom layer), so a spec carries callables
-whose own imports run only when they are called. ``promptgrid.pipeline.plugins.load`` imports the
-built-in packages and a study's plugins; the entry points (CLI, Snakefile, tests) call it first.
+This module imports nothing from promptgrid at run time but :mod:`promptgrid.errors` (both are the bottom
+layer), so a spec carries callables whose own imports run only when they are called.
+``promptgrid.pipeline.plugins.load`` imports the built-in packages and a study's plugins; the entry points
+(CLI, Snakefile, tests) call it first.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from promptgrid.errors import UnknownName
 
 if TYPE_CHECKING:  # the contracts the callables below follow (same layer; annotations only)
     from promptgrid.protocols import MethodContext, SourceReader
@@ -39,7 +42,7 @@ class Registry(dict):
     def require(self, name: str):
         if name not in self:
             known = list(self) or "none: import promptgrid.pipeline.plugins and call load() first"
-            raise KeyError(f"unknown {self.what} {name!r}; registered: {known}")
+            raise UnknownName(f"unknown {self.what} {name!r}; registered: {known}")
         return self[name]
 
     def ordered(self) -> list:

@@ -1,4 +1,6 @@
 
+import re
+
 import pytest
 import torch
 from tiny_models import liven, tiny_backbone
@@ -199,3 +201,108 @@ def test_two_runs_of_a_deep_bank_share_no_prefix():
         alone = predict_bank(bb, head, bank.prompts.detach()[k:k + 1], data, batch_size=8)
         torch.testing.assert_close(together[k], alone[0], atol=1e-5, rtol=1e-5)
     assert (together[0] - together[1]).abs().max() > 1e-3  # the two prefixes do differ in what they score
+
+
+# ---------------------------------------------------------------- progress lines between evaluations
+PROGRESS = re.compile(r"\[(?P<label>[^\]]+)\] step (?P<step>\d+)/(?P<steps>\d+) loss (?P<loss>[\d.]+) "
+                      r"(?P<rate>[\d.]+) examples/s ETA (?P<eta>\d+)s$")
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TimedObjective:
+    """The classification objective, each training forward costing ``seconds`` of fake time; it records each
+    step's mean loss over the bank's rows (the runs' batches are the same size, so that is the mean of the runs'
+    losses). Scoring delegates to the objective unchanged and costs no fake time."""
+
+    def __init__(self, inner, clock: FakeClock, seconds: float):
+        self.inner, self.clock, self.seconds, self.step_losses = inner, clock, seconds, []
+
+    def forward(self, prompts, split, idx):
+        self.clock.now += self.seconds
+        per_example, outputs = self.inner.forward(prompts, split, idx)
+        self.step_losses.append(per_example.detach().mean().item())
+        return per_example, outputs
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def timed_training(toy, seconds_per_step: float, steps: int = 30, eval_every: int = 15, n_runs: int = 2):
+    bb, head, data = toy
+    clock = FakeClock()
+    objective = TimedObjective(ClassificationObjective(bb, head, "accuracy"), clock, seconds_per_step)
+    cfg = TrainingConfig(lr=0.1, steps=steps, batch_size=4, eval_every=eval_every, checkpoint_every=steps,
+                         early_step=2, precision="fp32")
+    init = init_prompt(PromptConfig(length=4), bb.embed_layer.weight, seed=0)
+    runs = [RunSpec(f"r{k}", k, init) for k in range(n_runs)]
+    lines = []  # (fake time, line)
+    results = train_runs(bb, objective, data, data, runs, cfg, label="train t", clock=clock,
+                         log=lambda m: lines.append((clock.now, m)))
+    return lines, objective.step_losses, results
+
+
+def test_progress_lines_between_evaluations(toy, monkeypatch):
+    """12 s per step, evaluations every 15 steps (180 s apart): a progress line at least every 30 s, whose step,
+    loss (the mean since the last line), examples/s and ETA are what the steps did."""
+    monkeypatch.delenv("PROMPTGRID_PROGRESS_S", raising=False)
+    lines, step_losses, _ = timed_training(toy, seconds_per_step=12.0)
+    assert len(step_losses) == 30
+    progress = [(t, PROGRESS.match(m)) for t, m in lines if PROGRESS.match(m)]
+    evals = [(t, m) for t, m in lines if re.search(r"step \d+/30 .* dev ", m)]
+    # the default interval is 20 s: a line every second step, none at the evaluation steps 15 and 30
+    assert [int(p["step"]) for _, p in progress] == [2, 4, 6, 8, 10, 12, 14, 17, 19, 21, 23, 25, 27, 29]
+    assert len(evals) == 3
+    times = sorted(t for t, _ in progress + evals)
+    assert max(b - a for a, b in zip(times, times[1:])) <= 30.0
+    line_steps = [0, 15, 30] + [int(p["step"]) for _, p in progress]
+    for _, p in progress:
+        step = int(p["step"])
+        previous = max(s for s in line_steps if s < step)  # the last line: an evaluation or progress
+        assert p["label"] == "train t" and p["steps"] == "30"
+        since = step_losses[previous:step]  # steps previous+1 .. step
+        assert float(p["loss"]) == pytest.approx(sum(since) / len(since), abs=1e-4)
+        assert float(p["rate"]) == pytest.approx(2 * 4 / 12.0, abs=0.01)  # 2 runs x batch 4 per 12 s
+        assert int(p["eta"]) == pytest.approx(12.0 * (30 - step), abs=1)
+    assert "examples/s" in lines[-1][1] and "done: 2 runs, steps 30" in lines[-1][1]
+    rate = float(re.search(r"([\d.]+) examples/s", lines[-1][1]).group(1))
+    assert rate == pytest.approx(2 * 4 / 12.0, abs=0.01)
+
+
+def test_no_progress_lines_when_evaluations_come_often_enough(toy, monkeypatch):
+    monkeypatch.delenv("PROMPTGRID_PROGRESS_S", raising=False)
+    lines, _, _ = timed_training(toy, seconds_per_step=3.9, steps=10, eval_every=5)  # 19.5 s between evaluations
+    assert not [m for _, m in lines if PROGRESS.match(m)]
+    assert len([m for _, m in lines if re.search(r"step \d+/10 .* dev ", m)]) == 3  # evaluations at 0, 5, 10
+    assert "done:" in lines[-1][1]
+
+
+def test_progress_lines_change_no_result(toy, monkeypatch):
+    """A line every step (PROMPTGRID_PROGRESS_S=0) reads the loss sums from the device: the prompts, curves and
+    scores are the same as with no line at all."""
+    monkeypatch.setenv("PROMPTGRID_PROGRESS_S", "0")
+    lines, _, every = timed_training(toy, seconds_per_step=1.0, steps=8, eval_every=4)
+    assert [int(PROGRESS.match(m)["step"]) for _, m in lines if PROGRESS.match(m)] == [1, 2, 3, 5, 6, 7]
+    monkeypatch.delenv("PROMPTGRID_PROGRESS_S")
+    lines, _, quiet = timed_training(toy, seconds_per_step=1.0, steps=8, eval_every=4)
+    assert not [m for _, m in lines if PROGRESS.match(m)]
+    for a, b in zip(every, quiet):
+        assert torch.equal(a.best_prompt, b.best_prompt) and torch.equal(a.early_prompt, b.early_prompt)
+        assert str(a.curve) == str(b.curve)
+
+
+@pytest.mark.parametrize("value", ["soon", "-5", "nan"])
+def test_progress_interval_refuses_a_bad_value(monkeypatch, value):
+    from promptgrid.errors import InputError
+
+    monkeypatch.setenv("PROMPTGRID_PROGRESS_S", value)
+    with pytest.raises(InputError, match=f"PROMPTGRID_PROGRESS_S='{value}'"):
+        training.progress_interval()
+    monkeypatch.setenv("PROMPTGRID_PROGRESS_S", "7.5")
+    assert training.progress_interval() == 7.5

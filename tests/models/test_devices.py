@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from promptgrid.errors import InputError
 from promptgrid.models import devices
 from promptgrid.models.devices import pick_gpu, resolve_device, set_deterministic
+from promptgrid.storage import hardware
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -31,10 +33,19 @@ def release_held_gpus():
     devices._HELD.clear()
 
 
-def resolve(configured, env=None, cuda_count=0, lock_dir=None):
+def resolve(configured, env=None, cuda_count=0, lock_dir=None, node_gpus=(), build=("2.13.0+cpu", None)):
+    """resolve_device with a faked torch; the node's driver lists ``node_gpus`` (by default none, so the real
+    node's GPUs never reach these tests)."""
     lines: list = []
-    device = resolve_device(configured, lock_dir, env=env or {}, cuda_count=cuda_count, log=lines.append)
+    device = resolve_device(configured, lock_dir, env=env or {}, cuda_count=cuda_count, log=lines.append,
+                            node_gpus=node_gpus, build=build)
     return device, lines
+
+
+@pytest.fixture(autouse=True)
+def fresh_machine_record(monkeypatch):
+    """A GPU note made by one test must not reach another's provenance."""
+    monkeypatch.setattr(hardware, "_UNUSABLE_GPU", [])
 
 
 # ---------------------------------------------------------------- settings and the log line
@@ -88,6 +99,128 @@ def test_auto_without_cuda_names_the_ids_it_was_given():
     # nothing named: only the summary line
     assert resolve("auto", cuda_count=0)[1] == [
         "[device] CUDA_VISIBLE_DEVICES=unset; torch sees 0 CUDA device(s); device cpu (training.device=auto)"]
+
+
+# ---------------------------------------------------------------- a GPU on the node that torch cannot use
+H100S = ["GPU 0: NVIDIA H100 80GB HBM3", "GPU 1: NVIDIA H100 80GB HBM3"]
+CPU_ONLY = "2 NVIDIA GPU(s) on this node (NVIDIA H100 80GB HBM3), but torch 2.13.0+cpu is a CPU-only build"
+
+
+@pytest.mark.parametrize("cvd", [None, "", "0,1", "GPU-5d1f", "-1"])
+def test_a_gpu_torch_cannot_use_is_a_loud_warning_whatever_cuda_visible_devices_is(cvd):
+    env = {} if cvd is None else {"CUDA_VISIBLE_DEVICES": cvd}
+    device, lines = resolve("auto", env=env, node_gpus=H100S)
+    assert device == "cpu"
+    warning = [ln for ln in lines if ln.startswith("[device] WARNING: ")]
+    assert warning == [f"[device] WARNING: {CPU_ONLY}: this job computes on the CPU. To compute on the GPU, "
+                       f"{hardware.GPU_FIX}; to compute on the CPU without this warning, set training.device=cpu"]
+    assert lines[-1].endswith("device cpu (training.device=auto)")  # the usual summary line still closes it
+    # ... and the job's outputs carry it: their provenance's machine record
+    assert hardware.machine()["gpu_unusable"] == CPU_ONLY
+
+
+def test_a_cuda_build_that_sees_no_gpu_names_cuda_visible_devices_and_the_driver():
+    _, lines = resolve("auto", env={"CUDA_VISIBLE_DEVICES": ""}, node_gpus=H100S[:1], build=("2.13.0+cu130", "13.0"))
+    assert lines[0] == ("[device] WARNING: 1 NVIDIA GPU(s) on this node (NVIDIA H100 80GB HBM3), but torch "
+                        "2.13.0+cu130 (built for CUDA 13.0) sees none of them: CUDA_VISIBLE_DEVICES='' hides them, "
+                        "or the NVIDIA driver is older than CUDA 13.0: this job computes on the CPU. To compute on "
+                        f"the GPU, {hardware.GPU_FIX}; to compute on the CPU without this warning, set "
+                        "training.device=cpu")
+
+
+def test_no_gpu_on_the_node_no_warning_and_no_record():
+    device, lines = resolve("auto", env={"CUDA_VISIBLE_DEVICES": "0"}, node_gpus=[])
+    assert device == "cpu" and not [ln for ln in lines if "WARNING" in ln]
+    assert "gpu_unusable" not in hardware.machine()
+
+
+def test_the_node_is_asked_only_when_auto_ends_on_the_cpu(monkeypatch):
+    asked = []
+    monkeypatch.setattr(hardware, "nvidia_gpus", lambda: asked.append(1) or H100S)
+    lines: list = []
+    # training.device: cpu is the user's choice, and a torch that sees a GPU uses it: nothing to ask
+    assert resolve_device("cpu", env={}, cuda_count=0, log=lines.append) == "cpu"
+    assert resolve_device("auto", env={}, cuda_count=1, log=lines.append) == "cuda:0"
+    assert asked == [] and not [ln for ln in lines if "WARNING" in ln]
+    assert resolve_device("auto", env={}, cuda_count=0, log=lines.append, build=("2.13.0+cpu", None)) == "cpu"
+    assert asked == [1] and lines[-2].startswith(f"[device] WARNING: {CPU_ONLY}: ")
+
+
+def test_cuda_on_a_node_whose_gpu_torch_cannot_use_names_the_fix():
+    with pytest.raises(InputError, match=r"^training.device='cuda' but torch sees no CUDA device .*: use auto or "
+                                         r"cpu to compute on the CPU\. 2 NVIDIA GPU\(s\) on this node .* is a "
+                                         r"CPU-only build: install a CUDA build of torch"):
+        resolve("cuda", node_gpus=H100S)
+
+
+def fake_nvidia_smi(folder: Path, listing: str, rc: int = 0) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "nvidia-smi"
+    script.write_text(f"#!/bin/sh\n[ \"$1\" = -L ] || exit 64\nprintf '%s' '{listing}'\nexit {rc}\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_nvidia_gpus_reads_nvidia_smi_then_the_drivers_proc_folder(tmp_path):
+    smi = fake_nvidia_smi(tmp_path / "bin", "GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-1a2b)\n"
+                                            "GPU 1: NVIDIA A100-SXM4-40GB (UUID: GPU-3c4d)\n")
+    assert hardware.nvidia_gpus(smi) == ["GPU 0: NVIDIA A100-SXM4-40GB", "GPU 1: NVIDIA A100-SXM4-40GB"]
+    # a driver that is not loaded, or a GPU it cannot reach: nvidia-smi fails, and no GPU is usable, whatever it
+    # printed before failing
+    broken = fake_nvidia_smi(tmp_path / "broken", "NVIDIA-SMI has failed because it could not communicate with "
+                                                  "the NVIDIA driver.\n", rc=9)
+    assert hardware.nvidia_gpus(broken) == []
+    lost = fake_nvidia_smi(tmp_path / "lost", "GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-1a2b)\nUnable to determine "
+                                              "the device handle for gpu 0000:41:00.0: Unknown Error\n", rc=15)
+    assert hardware.nvidia_gpus(lost) == []
+    # no nvidia-smi installed: the driver's own list, one folder per GPU
+    proc = tmp_path / "proc"
+    for address in ("0000:41:00.0", "0000:01:00.0"):
+        (proc / address).mkdir(parents=True)
+    assert hardware.nvidia_gpus(str(tmp_path / "absent"), proc) == ["GPU at PCI 0000:01:00.0",
+                                                                   "GPU at PCI 0000:41:00.0"]
+    assert hardware.nvidia_gpus(str(tmp_path / "absent"), tmp_path / "no-driver") == []
+
+
+def test_summarize_counts_the_outputs_computed_beside_an_unusable_gpu():
+    ran = {"device": ["cpu"]}  # a part's compute record: its job ran a model
+    metas = [{"machine": {"gpu_unusable": CPU_ONLY}, "compute": ran}, {"machine": {"cpu": "x"}, "compute": ran},
+             {"machine": {"gpu_unusable": CPU_ONLY}, "compute": ran},
+             {"machine": {"cpu": "x"}}]  # prompt similarities: no model, so not counted
+    summary = hardware.unusable_gpu_summary(metas)
+    assert summary == {"outputs": 2, "of": 3, "reasons": [CPU_ONLY]}
+    assert hardware.unusable_gpu_warning(summary) == (
+        f"WARNING: 2 of 3 model-job outputs were computed on the CPU of a node with an NVIDIA GPU that torch could "
+        f"not use ({CPU_ONLY}). To compute on the GPU, {hardware.GPU_FIX}.")
+    assert hardware.unusable_gpu_warning(hardware.unusable_gpu_summary(metas[1:2])) == ""
+    assert hardware.unusable_gpu_warning(None) == ""  # tables written before the record
+
+
+def test_summarize_ends_with_the_warning(tmp_path, monkeypatch):
+    """``promptgrid summarize`` reads the count from the summary table's provenance (collect counts the parts,
+    correlate passes it on)."""
+    import types
+
+    import pandas as pd
+
+    from promptgrid.pipeline import tables
+    from promptgrid.storage import layout
+    from promptgrid.storage.files import write_table
+
+    study = types.SimpleNamespace(path=lambda rel: tmp_path / rel,
+                                  cfg=types.SimpleNamespace(analysis=types.SimpleNamespace(outcome="gain")))
+    monkeypatch.setattr(tables, "findings_text", lambda df: "FINDINGS")
+    monkeypatch.setattr(tables, "summary_text_for", lambda df: "SUMMARY")
+    counted = hardware.unusable_gpu_summary([{"machine": {"gpu_unusable": CPU_ONLY}, "compute": {"device": ["cpu"]}},
+                                             {"machine": {}, "compute": {"device": ["cpu"]}}])
+    for name in ("summary", "findings"):
+        (tmp_path / layout.table(name)).parent.mkdir(parents=True, exist_ok=True)
+        write_table(pd.DataFrame({"x": [1]}), tmp_path / layout.table(name), {"compute": {}, "gpu_unusable": counted})
+    text = tables.summarize(study).split("\n\n")
+    assert text[0] == "Outcome: gain (analysis.outcome)." and text[1:3] == ["FINDINGS", "SUMMARY"]
+    assert text[-1] == hardware.unusable_gpu_warning(counted) and text[-1].startswith("WARNING: 1 of 2 model-job ")
+    write_table(pd.DataFrame({"x": [1]}), tmp_path / layout.table("summary"), {"compute": {}})
+    assert "WARNING" not in tables.summarize(study)
 
 
 @pytest.mark.parametrize("configured", ["auto", "cuda"])
@@ -277,10 +410,12 @@ def test_gpu_profiles_ask_a_gpu_for_exactly_the_model_rules():
         asks = {r for r, res in profile["set-resources"].items() if res.get("gpu")}
         assert asks == model_rules, f"profiles/{name}: {sorted(asks ^ model_rules)}"
         assert all(profile["set-resources"][r]["gpu"] == 1 for r in model_rules)
-    slurm = yaml.safe_load((REPO / "profiles/slurm-gpu/config.yaml").read_text())
-    partitions = {r: res.get("slurm_partition") for r, res in slurm["set-resources"].items()}
-    assert {r for r, p in partitions.items() if p == "'CHANGE_ME_GPU'"} == model_rules
-    assert slurm["default-resources"]["slurm_partition"] == "'CHANGE_ME'"
+    # which partition a GPU job goes to is the site profile's (profiles/site-template): the tracked workflow
+    # profile names none, and no site value
+    slurm_gpu = (REPO / "profiles/slurm-gpu/config.yaml").read_text()
+    slurm = yaml.safe_load(slurm_gpu)
+    assert "CHANGE_ME" not in slurm_gpu
+    assert not [r for r, res in slurm["set-resources"].items() if "slurm_partition" in res or "slurm_account" in res]
     # a CPU profile never asks for a GPU: the SLURM plugin would turn it into sbatch --gpus
     for name in ("default", "slurm", "slurm-ci"):
         text = (REPO / "profiles" / name / "config.yaml").read_text()

@@ -9,6 +9,7 @@ import torch
 import yaml
 
 from promptgrid.config import BackboneConfig, ConfigError, StudyConfig
+from promptgrid.errors import InputError
 from promptgrid.models.backbones import BackboneError
 from promptgrid.models.loading import load_backbone
 from promptgrid.pipeline.checks import check_inputs_exist, check_study_dir
@@ -82,8 +83,9 @@ def test_unknown_backbone_on_the_command_line(repo, tmp_path):
     from promptgrid.pipeline.context import Study
 
     study = Study(StudyConfig.from_dict(yaml.safe_load((repo / "config.yaml").read_text())))
-    with pytest.raises(KeyError, match=r"unknown backbone 'bert'.*\['minilm'\]"):
+    with pytest.raises(KeyError, match=r"unknown backbone 'bert'.*\['minilm'\]") as err:
         study.backbone("bert")
+    assert isinstance(err.value, InputError)  # bad input: the command exits 2, not 1 with a traceback
 
 
 def test_missing_local_model_folder_fails_at_dag_build(raw):

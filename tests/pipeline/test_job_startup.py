@@ -15,8 +15,8 @@ def test_table_and_figure_modules_start_without_torch(repo, venv_env):
 
 
 def test_job_logs_time_from_process_start(repo, venv_env):
-    out = subprocess.run(["promptgrid", "check", "config.yaml"], cwd=repo, env=venv_env, capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(["promptgrid", "check", "--config", "config.yaml"], cwd=repo, env=venv_env,
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     started = float(re.search(r"\[promptgrid check\] started in ([\d.]+)s", out.stderr).group(1))
     finished = float(re.search(r"\[promptgrid check\] finished in ([\d.]+)s", out.stderr).group(1))

@@ -176,6 +176,11 @@ def test_prefix_adapter_is_a_deep_source_prompt_and_the_bank_exports(setup):
     verb("export-peft-bank", "--backbone", "enc", "--out", str(tmp_path / "bank"))
     exported = json.loads((tmp_path / "bank/b/seed1/adapter_config.json").read_text())
     assert (exported["peft_type"], exported["num_layers"], exported["token_dim"]) == ("PREFIX_TUNING", 2, 16)
+    # a local backbone: the adapter names its folder; the card says the prompts are prefixes and which were imported
+    assert (exported["base_model_name_or_path"], exported["revision"]) == (str(model_dir.resolve()), None)
+    card = (tmp_path / "bank/README.md").read_text()
+    assert "- prefix-tuning" in card and f"Imported, not trained here: `{folder}`" in card
+    assert "library_name: peft" in card and "base_model:" not in card  # no hub model behind a local folder
     back, _ = load_prompt(out / "prompts/enc/task/a/seed1.safetensors")
     assert torch.equal(import_peft(tmp_path / "bank/a/seed1", expect_dim=64, kind="deep")[0], back)
 

@@ -11,10 +11,11 @@ import subprocess
 import pandas as pd
 import pytest
 import yaml
-from dag_counts import job_counts
+from dag_counts import expected_counts, job_counts
 
 from promptgrid.analysis.correlation import CORRELATION_COLUMNS, RETRIEVAL_COLUMNS  # noqa: F401 (the contract)
 from promptgrid.analysis.gains import TRANSFER_COLUMNS
+from promptgrid.storage import layout
 from promptgrid.storage.files import load_prompt, read_table_meta
 
 pytestmark = pytest.mark.slow
@@ -165,6 +166,24 @@ def test_outputs_record_provenance(two_runs):
     _, pmeta = load_prompt(out / "prompts/minilm/task/hotels/seed1.safetensors")
     assert pmeta["seed"] == 1 and pmeta["task"] == "hotels" and pmeta["backbone_revision"].startswith("pypi:")
     assert len(pmeta["config_hash"]) == 16 and "git_commit" in pmeta and "step" in pmeta
+
+
+def test_every_model_job_leaves_a_benchmark(two_runs, repo_module):
+    """One Snakemake benchmark per model job (README: sizing mem_mb and runtime), at the path layout gives it;
+    no other rule writes one."""
+    from promptgrid.config import StudyConfig
+    from promptgrid.pipeline.plugins import load
+
+    _, raw, out = two_runs[0]
+    load(raw, base=repo_module)  # the study's plugin methods, named relative to the checkout
+    counts = expected_counts(StudyConfig.from_dict(raw))
+    model_rules = {"train_prompt", "evaluate", "transfer", "model_similarity", "model_similarity_target"}
+    found = {rule.name: sorted(rule.rglob("*.tsv")) for rule in (out / "benchmarks").iterdir()}
+    assert {rule: len(files) for rule, files in found.items()} == {r: counts[r] for r in model_rules if counts.get(r)}
+    assert found["train_prompt"][0] == out / layout.benchmark("train_prompt", "minilm", "hotels")
+    for files in found.values():
+        header, row = files[0].read_text().splitlines()[:2]
+        assert header.split("\t")[:3] == ["s", "h:m:s", "max_rss"] and float(row.split("\t")[0]) > 0
 
 
 def _content_hash(path):

@@ -76,10 +76,11 @@ def write_workflow(workdir: Path, snakefile: str) -> None:
     (workdir / "Snakefile").write_text(textwrap.dedent(snakefile))
 
 
-def start_snakemake(workdir: Path, *extra_args: str, profile: Path = CI_PROFILE,
+def start_snakemake(workdir: Path, *extra_args: str, profile: Path = CI_PROFILE, site: Path = None,
                     timeout_s: int = RUN_TIMEOUT_S) -> subprocess.Popen:
-    """Start `snakemake --workflow-profile <profile> --executor slurm` in `workdir`; log in snakemake.log."""
-    cmd = ["timeout", "-k", "10", str(timeout_s), str(SNAKEMAKE),
+    """Start `snakemake [--profile <site>] --workflow-profile <profile> --executor slurm` in `workdir`; log in
+    snakemake.log."""
+    cmd = ["timeout", "-k", "10", str(timeout_s), str(SNAKEMAKE), *(["--profile", str(site)] if site else []),
            "--workflow-profile", str(profile), "--executor", "slurm", *extra_args]
     with open(workdir / "snakemake.log", "w") as log:
         return subprocess.Popen(cmd, cwd=workdir, env=clean_env(), stdout=log, stderr=subprocess.STDOUT)
@@ -100,9 +101,9 @@ def finish_snakemake(proc: subprocess.Popen, workdir: Path, timeout_s: int = RUN
     return log
 
 
-def run_snakemake(workdir: Path, *extra_args: str, profile: Path = CI_PROFILE,
+def run_snakemake(workdir: Path, *extra_args: str, profile: Path = CI_PROFILE, site: Path = None,
                   timeout_s: int = RUN_TIMEOUT_S) -> str:
-    return finish_snakemake(start_snakemake(workdir, *extra_args, profile=profile, timeout_s=timeout_s),
+    return finish_snakemake(start_snakemake(workdir, *extra_args, profile=profile, site=site, timeout_s=timeout_s),
                             workdir, timeout_s)
 
 
@@ -271,27 +272,35 @@ def run_tiny_study(workdir: Path, timeout_s: int = 900) -> tuple[str, Path]:
     return log, workdir / "results" / raw["study"]
 
 
-def local_gpu_profile(folder: Path) -> Path:
-    """profiles/slurm-gpu with the local cluster's site values, as folder/config.yaml: partition debug for
-    CPU and GPU rules, no account, and the CI profile's fast status checks, job caps and small memory."""
-    profile = yaml.safe_load((GPU_PROFILE / "config.yaml").read_text())
+def local_gpu_profiles(folder: Path) -> tuple[Path, Path]:
+    """The GPU run's two profiles, as a user makes them, in folder/: a site profile from profiles/site-template
+    with the local cluster's values (no account: the plugin validates one with sacctmgr, which needs slurmdbd;
+    one partition, debug, with the fake GPUs; the CI profile's fast status checks), and profiles/slurm-gpu
+    with the CI profile's job caps and memory that fits the test node. Returns (site, workflow)."""
+    template = REPO / "profiles" / "site-template"
+    site = yaml.safe_load((template / "config.yaml").read_text())
     ci = yaml.safe_load((CI_PROFILE / "config.yaml").read_text())
-    for key in ("jobs", "latency-wait", "slurm-init-seconds-before-status-checks", "slurm-keep-successful-logs",
-                "cores", "resources"):
+    for key in ("jobs", "latency-wait", "slurm-status-command", "slurm-init-seconds-before-status-checks",
+                "slurm-keep-successful-logs"):
+        site[key] = ci[key]
+    del site["default-resources"]["slurm_account"]
+    site["default-resources"]["mem_mb"] = ci["default-resources"]["mem_mb"]
+    partitions = yaml.safe_load((template / site["slurm-partition-config"]).read_text())
+    assert set(partitions["partitions"]) == {"CHANGE_ME", "CHANGE_ME_GPU"}, partitions
+    partitions = {"partitions": {PARTITION: {"max_gpu": 1}}}
+    profile = yaml.safe_load((GPU_PROFILE / "config.yaml").read_text())
+    for key in ("cores", "resources"):
         profile[key] = ci[key]
     profile.update({"retries": 0, "keep-going": False})
-    defaults = profile["default-resources"]
-    del defaults["slurm_account"]  # validated with sacctmgr, which needs slurmdbd
-    defaults.update(slurm_partition=f"'{PARTITION}'", mem_mb=ci["default-resources"]["mem_mb"])
     for resources in profile["set-resources"].values():
-        if "slurm_partition" in resources:
-            resources["slurm_partition"] = f"'{PARTITION}'"
         resources["mem_mb"] = 2000
-    text = yaml.safe_dump(profile, sort_keys=False)
-    assert "CHANGE_ME" not in text, "a SITE value of profiles/slurm-gpu has no local value here"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.yaml").write_text(text)
-    return folder
+    for name, values in (("site", site), ("workflow", profile)):
+        text = yaml.safe_dump(values, sort_keys=False)
+        assert "CHANGE_ME" not in text, f"a SITE value of the {name} profile has no local value here"
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        (folder / name / "config.yaml").write_text(text)
+    (folder / "site" / "partitions.yaml").write_text(yaml.safe_dump(partitions))
+    return folder / "site", folder / "workflow"
 
 
 def test_tiny_study_through_slurm(slurm_cluster, tmp_path):
@@ -316,13 +325,13 @@ def test_tiny_study_through_slurm(slurm_cluster, tmp_path):
 
 
 def test_model_job_on_a_gpu_partition_logs_its_device(slurm_cluster, tmp_path):
-    """One train_prompt job of the tiny study through profiles/slurm-gpu: SLURM gives it a (fake) GPU, and
-    the job logs the CUDA_VISIBLE_DEVICES it got and the device it resolved (the CPU: torch sees no CUDA)."""
+    """One train_prompt job of the tiny study through a site profile and profiles/slurm-gpu: the site's partitions
+    file sends it to the partition with GPUs, SLURM gives it a (fake) GPU, and the job logs the
+    CUDA_VISIBLE_DEVICES it got and the device it resolved (the CPU: torch sees no CUDA)."""
     if slurm_cluster["fake_gpus"] < 1:
         pytest.skip("cluster started without fake GPUs")
     profile = yaml.safe_load((GPU_PROFILE / "config.yaml").read_text())
     assert profile["set-resources"]["train_prompt"]["gpu"] == 1
-    assert profile["set-resources"]["train_prompt"]["slurm_partition"] == "'CHANGE_ME_GPU'"
     configfile, raw = write_tiny_study(tmp_path, "tiny-slurm-gpu")
     out = tmp_path / "results" / raw["study"]
     task = raw["sources"][0]
@@ -335,7 +344,8 @@ def test_model_job_on_a_gpu_partition_logs_its_device(slurm_cluster, tmp_path):
                           capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     assert prep.returncode == 0, prep.stdout[-3000:] + prep.stderr[-3000:]
 
-    run_snakemake(tmp_path, str(target), *common, profile=local_gpu_profile(tmp_path / "profile"))
+    site, workflow = local_gpu_profiles(tmp_path / "profiles")
+    run_snakemake(tmp_path, str(target), *common, profile=workflow, site=site)
 
     job_logs = list((tmp_path / ".snakemake/slurm_logs/rule_train_prompt").rglob("*.log"))
     assert len(job_logs) == 1, job_logs

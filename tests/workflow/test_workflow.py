@@ -57,8 +57,8 @@ def test_default_grid_size(repo):
     assert all(a is not None and a.sha256 and a.registry in ("pypi", "npm") for a in arts)
 
 
-def test_lint_passes(repo, venv_env):
-    out = snakemake(repo, venv_env, "--lint")
+def test_lint_passes(repo, venv_env, tmp_path):
+    out = snakemake(repo, venv_env, "--lint", "--config", f"results_dir={tmp_path}")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "Congratulations" in out.stdout + out.stderr
 

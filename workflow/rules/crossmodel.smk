@@ -12,6 +12,8 @@ if CFG.cross_model is not None:
             [R(p) for p in layout.cross_job_outputs(CFG, "{projector}", "{fit}")],
         log:
             R(layout.log("crossmodel", "{projector}_{fit}")),
+        benchmark:
+            R(layout.benchmark("cross_model", "{projector}_{fit}"))
         wildcard_constraints:
             projector=W.alternatives(W.projectors()),
             fit=W.alternatives(W.fits()),

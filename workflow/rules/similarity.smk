@@ -28,6 +28,8 @@ rule model_similarity:
         R(layout.model_similarity("{backbone}", "{metric}")),
     log:
         R(layout.log("similarity", "{backbone}", "{metric}")),
+    benchmark:
+        R(layout.benchmark("model_similarity", "{backbone}", "{metric}"))
     wildcard_constraints:
         metric=W.alternatives(W.model_metrics(per_target=False)),
     conda:
@@ -51,6 +53,8 @@ if CFG.jobs.per_backbone:
             [R(layout.model_similarity("{backbone}", "{metric}", t)) for t in CFG.targets],
         log:
             R(layout.log("similarity", "{backbone}", "{metric}")),
+        benchmark:
+            R(layout.benchmark("model_similarity_backbone", "{backbone}", "{metric}"))
         wildcard_constraints:
             metric=W.alternatives(W.model_metrics(per_target=True)),
         priority: 2  # the transfers that weight sources by it wait for it
@@ -74,6 +78,8 @@ else:
             R(layout.model_similarity("{backbone}", "{metric}", "{target}")),
         log:
             R(layout.log("similarity", "{backbone}", "{metric}", "{target}")),
+        benchmark:
+            R(layout.benchmark("model_similarity_target", "{backbone}", "{metric}", "{target}"))
         wildcard_constraints:
             metric=W.alternatives(W.model_metrics(per_target=True)),
         priority: 2  # the transfer into this target that weights sources by it waits for it

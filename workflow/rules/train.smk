@@ -11,6 +11,8 @@ if CFG.jobs.per_backbone:
             curves=[R(layout.train_curves("{backbone}", t)) for t in W.tasks],
         log:
             R(layout.log("train", "{backbone}")),
+        benchmark:
+            R(layout.benchmark("train_backbone", "{backbone}"))
         conda:
             ENV
         threads: 2
@@ -37,6 +39,8 @@ else:
             curves=R(layout.train_curves("{backbone}", "{task}")),
         log:
             R(layout.log("train", "{backbone}", "{task}")),
+        benchmark:
+            R(layout.benchmark("train_prompt", "{backbone}", "{task}"))
         conda:
             ENV
         threads: 2

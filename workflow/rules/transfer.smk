@@ -11,6 +11,8 @@ rule transfer:
         curves=R(layout.method_curves("{backbone}", "{method}", "{target}")),
     log:
         R(layout.log("transfer", "{backbone}", "{method}", "{target}")),
+    benchmark:
+        R(layout.benchmark("transfer", "{backbone}", "{method}", "{target}"))
     wildcard_constraints:
         method=W.alternatives(W.methods(trains=True)),
     # the longest chain is vanilla -> PANDA per target: start transfers before the short metric jobs
@@ -39,6 +41,8 @@ if CFG.jobs.per_backbone:
             [R(layout.method_runs("{backbone}", "{method}", t)) for t in CFG.targets],
         log:
             R(layout.log("transfer", "{backbone}", "{method}")),
+        benchmark:
+            R(layout.benchmark("evaluate_backbone", "{backbone}", "{method}"))
         wildcard_constraints:
             method=W.alternatives(W.methods(trains=False)),
         conda:
@@ -64,6 +68,8 @@ else:
             R(layout.method_runs("{backbone}", "{method}", "{target}")),
         log:
             R(layout.log("transfer", "{backbone}", "{method}", "{target}")),
+        benchmark:
+            R(layout.benchmark("evaluate", "{backbone}", "{method}", "{target}"))
         wildcard_constraints:
             method=W.alternatives(W.methods(trains=False)),
         conda:

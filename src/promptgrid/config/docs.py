@@ -29,8 +29,8 @@ _INTRO = """# Configuration
 <!-- Generated from the typed config (src/promptgrid/config) by promptgrid.config.docs: do not edit.
      tests/config/test_config.py fails when this file differs from what promptgrid generates. -->
 
-A study is one YAML file. `config.yaml` at the repository root is the default study (`snakemake` runs it;
-`config/config.yaml`, which snakedeploy and the workflow catalog read, is a link to it); `studies/*.yaml` hold more (`snakemake --configfile studies/<name>.yaml`). While Snakemake builds the DAG the
+A study is one YAML file. `config/config.yaml` is the default study (`snakemake` runs it; snakedeploy copies
+`config/`, the workflow catalog reads it, and the root `config.yaml` is a link to it); `studies/*.yaml` hold more (`snakemake --configfile studies/<name>.yaml`). While Snakemake builds the DAG the
 config is checked against the JSON schema `workflow/schemas/config.schema.yaml` and then by the typed config in
 `src/promptgrid/config/`, both generated from the same declarations as this file: an unknown key or a bad value
 fails before any job starts, and the message names its key path (`config key 'training.lrr': unknown key ...`).

@@ -27,13 +27,16 @@ import typing
 from dataclasses import MISSING, dataclass, field
 from typing import Any, Mapping
 
+from promptgrid.errors import InputError
+
 #: what names a backbone, a task, a study or an adapter's backbone may have
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 NAME_RULE = "a name of letters, digits, '_', '.' or '-', starting with a letter or digit"
 
 
-class ConfigError(ValueError):
-    """A config value is wrong; the message starts with the key path."""
+class ConfigError(InputError):
+    """A config value is wrong; the message starts with the key path. An :class:`InputError` (so a
+    ``ValueError``): the command exits 2."""
 
     def __init__(self, key: str, message: str):
         self.key = key

@@ -35,7 +35,8 @@ TASK_KINDS = tuple(KIND_SCORES)
 TASK_SCORES = tuple(dict.fromkeys(s for scores in KIND_SCORES.values() for s in scores))
 #: task keys added after studies had been run: at these values they drop out of the config hashes
 #: (``StudyConfig.section_hash``), so adding them left every existing result valid
-HASH_NEUTRAL_TASK_KEYS = {"label_range": [0.0, 5.0], "tag_names": None, "max_new_tokens": 32, "peft_adapters": {}}
+HASH_NEUTRAL_TASK_KEYS = {"label_range": [0.0, 5.0], "tag_names": None, "max_new_tokens": 32, "peft_adapters": {},
+                          "hf_revision": None}
 #: speed choices that never change what is computed beyond float rounding: in no config hash
 HASH_FREE_TRAINING_KEYS = ("attention", "device", "max_tokens")
 #: prompt keys hashed only when they differ from this value (added later: the hashes of earlier studies stand)
@@ -62,7 +63,9 @@ class BackboneConfig(Section):
     model: str = setting(help="hub id, local folder, or 'pypi:<module>' for a model shipped in a PyPI package")
     kind: str = setting("encoder", choices=BACKBONE_KINDS, what="backbone kind",
                         help="the model's type: how it is loaded and how it scores label texts")
-    revision: Optional[str] = setting(None, help="hub revision (commit or tag)")
+    revision: Optional[str] = setting(None, default_doc="the model's main branch", help=(
+        "hub revision (a commit, tag or branch; `promptgrid pin` writes the commit); provenance records the commit it "
+        "resolved to"))
     gguf_file: Optional[str] = setting(None, help="GGUF file inside the model folder, if any")
     temperature: float = setting(20.0, gt=0, help="encoder scoring: logits = temperature * cosine")
     max_length: int = setting(64, ge=4, help="input tokens kept (truncated on the left)")
@@ -98,6 +101,9 @@ class TaskConfig(Section):
     data_files: Optional[str] = setting(None, help="hf: local data file(s) for a builder like 'json'")
     hf_config: Optional[str] = setting(None, help="hf: dataset config name")
     hf_split: str = setting("train", help="hf: split to read (promptgrid re-splits it)")
+    hf_revision: Optional[str] = setting(None, default_doc="the dataset's main branch", help=(
+        "hf: hub dataset revision (a commit, tag or branch; `promptgrid pin` writes the commit); provenance records "
+        "the commit it resolved to"))
     max_train: int = setting(1000, ge=1, help="cap on train examples")
     max_dev: int = setting(200, ge=1, help="cap on dev examples")
     max_test: int = setting(200, ge=1, help="cap on test examples")

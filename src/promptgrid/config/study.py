@@ -30,6 +30,7 @@ from promptgrid.config.sections import (
     TrainingConfig,
     TransferConfig,
 )
+from promptgrid.errors import InputError, MissingResource
 from promptgrid.registry import METHODS, SOURCES
 
 
@@ -335,15 +336,25 @@ def _build(cls, raw, prefix: str, aliases: Optional[dict] = None):
         raise ConfigError(prefix + key, str(err).split(": ", 1)[1]) from None
 
 
-def load_config(path) -> StudyConfig:
-    """Read a YAML or JSON study config and validate it."""
+def read_config_file(path) -> Any:
+    """The raw (not yet validated) content of a YAML or JSON study config. A missing file is a
+    :class:`MissingResource`, one that does not parse an :class:`InputError` naming the file and the line."""
     import yaml
 
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"config file {path} does not exist")
+        raise MissingResource(f"config file {path} does not exist")
     text = path.read_text()
-    raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    try:
+        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise InputError(f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
+                         f"{err}") from None
+
+
+def load_config(path) -> StudyConfig:
+    """Read a YAML or JSON study config and validate it."""
+    raw = read_config_file(path)
     if raw is None:
         raise ConfigError("<top level>", f"{path} is empty")
     return StudyConfig.from_dict(raw)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from promptgrid.data import DataError
+from promptgrid.errors import MissingResource
 from promptgrid.registry import Artifact
 
 #: pip's and apt's words for "this package or version does not exist"
@@ -39,9 +40,9 @@ _MISSING_WORDS = ("No matching distribution", "Could not find a version", "Unabl
                   "Can't select", "has no installation candidate", "Version '")
 
 
-class SourceUnavailable(DataError):
+class SourceUnavailable(DataError, MissingResource):
     """A source's artifact could not be had, or is not the pinned file; ``missing``: the registry says it
-    does not exist."""
+    does not exist. A missing resource (also a :class:`DataError`): the command exits 3."""
 
     def __init__(self, message: str, missing: bool = False):
         self.missing = missing

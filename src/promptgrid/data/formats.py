@@ -51,11 +51,12 @@ from __future__ import annotations
 import re
 from typing import Optional, Sequence
 
-import numpy as np
-import pandas as pd
-
 from promptgrid.data import DataError
 from promptgrid.data.readers import read_local
+from promptgrid.lazy import lazy_module
+
+np = lazy_module("numpy")
+pd = lazy_module("pandas")
 
 TEXT2TEXT_COLUMNS = ("id", "text", "targets")
 
@@ -179,7 +180,7 @@ def bio_entities(tokens: Sequence[str], tags: Sequence[str]) -> list:
         else:
             prefix, _, typ = tag.partition("-")
             if prefix not in ("B", "I") or not typ:
-                raise ValueError(f"tag {tag!r} is not O, B-<type> or I-<type>")
+                raise DataError(f"tag {tag!r} is not O, B-<type> or I-<type>")
         if cur and (prefix != "I" or typ != cur_type):
             entities.append((cur_type, " ".join(cur)))
             cur, cur_type = [], None

@@ -4,31 +4,43 @@ files a study names itself: a Hugging Face dataset (hub id or local builder) and
 """
 from __future__ import annotations
 
+import functools
 import json
+import os
 from pathlib import Path
-
-import pandas as pd
+from typing import Optional
 
 from promptgrid.config import TaskConfig
-from promptgrid.data import DataError
+from promptgrid.data import DataError, DataNotFound
 from promptgrid.data.artifacts import SourceUnavailable, cached_artifact, describe, sha256_of
+from promptgrid.lazy import lazy_module
 from promptgrid.registry import SOURCES
 
+pd = lazy_module("pandas")
+
 LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
+#: ``datasets``' packaged builders: an hf task whose path is one of these reads local data_files, not the hub
+HF_BUILDERS = ("json", "csv", "parquet", "text", "arrow", "pandas", "xml", "sql", "webdataset", "imagefolder",
+               "audiofolder", "videofolder", "pdffolder", "niftifolder", "cache", "generator", "spark")
 
 
 # ---------------------------------------------------------------- Hugging Face and local files
 def read_hf(task: TaskConfig) -> pd.DataFrame:
-    """``datasets.load_dataset(path, name=hf_config, data_files=data_files, split=hf_split)`` as a DataFrame.
+    """``datasets.load_dataset(path, name=hf_config, data_files=data_files, split=hf_split, revision=...)`` as a
+    DataFrame.
 
-    One code path for a hub id and for a local builder ('json', 'csv', 'parquet') with data_files.
+    One code path for a hub id and for a local builder ('json', 'csv', 'parquet') with data_files. A hub dataset
+    is read at the commit its ``hf_revision`` resolves to (:func:`hub_dataset_commit`), the one provenance
+    records; where neither the hub nor the HF cache knows it, at ``hf_revision`` as given.
     A ClassLabel label column is turned into its names when the configured labels are those names.
     """
     import datasets
 
     where = hf_name(task)
+    revision = (hub_dataset_commit(task.path, task.hf_revision) or task.hf_revision) if is_hub_dataset(task) else None
     try:
-        ds = datasets.load_dataset(task.path, name=task.hf_config, data_files=task.data_files, split=task.hf_split)
+        ds = datasets.load_dataset(task.path, name=task.hf_config, data_files=task.data_files, split=task.hf_split,
+                                   revision=revision)
     except Exception as err:  # datasets raises many types (hub, file, builder errors); add which dataset
         raise DataError(f"could not load {where}: {type(err).__name__}: {err}") from err
     df = ds.to_pandas()
@@ -62,8 +74,33 @@ def _class_label_names(features) -> dict:
 
 def hf_name(task: TaskConfig) -> str:
     parts = [f"config {task.hf_config!r}" if task.hf_config else "",
-             f"data_files {task.data_files!r}" if task.data_files else "", f"split {task.hf_split!r}"]
+             f"data_files {task.data_files!r}" if task.data_files else "", f"split {task.hf_split!r}",
+             f"revision {task.hf_revision!r}" if task.hf_revision else ""]
     return f"Hugging Face dataset {task.path!r} ({', '.join(p for p in parts if p)})"
+
+
+def is_hub_dataset(task: TaskConfig) -> bool:
+    """An ``hf`` task that names a hub dataset (not a packaged builder such as 'json', nor a local folder)."""
+    return task.source == "hf" and task.path not in HF_BUILDERS and not Path(os.path.expanduser(task.path)).exists()
+
+
+@functools.lru_cache(maxsize=64)
+def hub_dataset_commit(path: str, revision: Optional[str]) -> Optional[str]:
+    """The commit hub dataset ``path`` at ``revision`` resolves to (:func:`promptgrid.storage.hub.resolve_commit`),
+    once per process, so the data a job reads and the commit its provenance records are the same; None (with a
+    warning) where neither the hub nor the HF cache knows it. A revision the dataset lacks is a :class:`DataError`."""
+    import warnings
+
+    from promptgrid.errors import MissingResource
+    from promptgrid.storage.hub import resolve_commit
+
+    try:
+        return resolve_commit(path, "dataset", revision)
+    except MissingResource as err:
+        warnings.warn(f"{err}; provenance records the dataset's revision unresolved", stacklevel=2)
+        return None
+    except ValueError as err:  # InputError: a malformed id, a revision the dataset lacks
+        raise DataError(str(err)) from None
 
 
 def read_local(path) -> pd.DataFrame:
@@ -77,7 +114,7 @@ def read_local(path) -> pd.DataFrame:
     if suffix not in LOCAL_SUFFIXES:
         raise DataError(f"data file {path}: unsupported extension {suffix!r}; use one of {list(LOCAL_SUFFIXES)}")
     if not path.exists():
-        raise DataError(f"data file {path} does not exist (relative paths start at {Path.cwd()})")
+        raise DataNotFound(f"data file {path} does not exist (relative paths start at {Path.cwd()})")
     if path.stat().st_size == 0:
         raise DataError(f"data file {path} is empty")
     if suffix == ".jsonl":
@@ -130,12 +167,16 @@ def source_fields(task: TaskConfig) -> tuple:
 
 
 def source_record(task: TaskConfig, cache_dir) -> dict:
-    """What a prepared task records about its data (provenance): the source, and for a pinned artifact its
-    registry, package, version, file and sha256 (for a source with no pinned hash, the file's own; a pinned
-    file was checked when it was read, so it is not hashed again here)."""
+    """What a prepared task records about its data (provenance): the source; for a hub dataset the configured
+    revision and the commit it resolved to; for a pinned artifact its registry, package, version, file and sha256
+    (for a source with no pinned hash, the file's own; a pinned file was checked when it was read, so it is not
+    hashed again here)."""
     spec = SOURCES.require(task.source)
     art = spec.artifact
     if art is None:
+        if is_hub_dataset(task):  # what read_hf read: the same resolution, cached for the process
+            return {"source": spec.name, "path": task.path, "revision": task.hf_revision,
+                    "commit": hub_dataset_commit(task.path, task.hf_revision)}
         return {"source": spec.name, "path": task.path}
     path = None if art.sha256 else cached_artifact(art, cache_dir, spec.name)
     return {"source": spec.name, "path": task.path, "registry": art.registry, "package": art.package,

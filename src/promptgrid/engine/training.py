@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from promptgrid.config import TrainingConfig
 from promptgrid.engine import memory
 from promptgrid.engine.scoring import batch_indices
+from promptgrid.errors import InputError
 from promptgrid.models.backbones import Backbone, to_device
 from promptgrid.models.precision import precision_scope
 from promptgrid.models.prompt import PromptBank
@@ -94,6 +96,60 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+#: seconds between progress lines while a bank trains between evaluations (``PROMPTGRID_PROGRESS_S`` overrides):
+#: a long ``eval_every`` must not leave a job's log silent for an hour
+PROGRESS_S = 20.0
+
+
+def progress_interval() -> float:
+    """Seconds between progress lines: ``PROMPTGRID_PROGRESS_S`` if set (0 prints one every step), else
+    :data:`PROGRESS_S`."""
+    value = os.environ.get("PROMPTGRID_PROGRESS_S", "").strip()
+    if not value:
+        return PROGRESS_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # NaN too
+        raise InputError(f"environment variable PROMPTGRID_PROGRESS_S={value!r}: give seconds >= 0")
+    return seconds
+
+
+class Progress:
+    """A log line every ``interval`` seconds of ``clock`` between evaluations: the step, the mean training loss
+    since the last line (over the active runs' steps), the examples per second since the last line and the ETA
+    of the whole call (from its mean time per step, evaluations included).
+
+    The loss is read from the bank's running sums (K,) on the device once per line, never per step, so a GPU
+    step loop does not wait for the device more often than one ``.item()`` per line.
+    """
+
+    def __init__(self, label: str, steps: int, start_step: int, running_sum: float,
+                 clock: Callable[[], float], interval: float, log: Callable[[str], None]):
+        self.label, self.steps, self.start_step = label, steps, start_step
+        self.clock, self.interval, self.log = clock, interval, log
+        self.t_start = clock()
+        self.restart(running_sum)
+
+    def restart(self, running_sum: float = 0.0) -> None:
+        """Count from now: after an evaluation line (which zeroes the running sums) or at the start."""
+        self.t_line, self.loss_mark, self.rows, self.examples = self.clock(), running_sum, 0, 0
+
+    def step(self, step: int, rows: int, examples: int, running: torch.Tensor) -> None:
+        """After ``step`` trained ``rows`` runs on ``examples`` examples; running: (K,) summed losses."""
+        self.rows, self.examples = self.rows + rows, self.examples + examples
+        now = self.clock()
+        if now - self.t_line < self.interval:
+            return
+        total = float(running.sum())  # the line's one device sync
+        loss = (total - self.loss_mark) / max(self.rows, 1)
+        rate = self.examples / max(now - self.t_line, 1e-9)
+        eta = (now - self.t_start) / max(step - self.start_step, 1) * (self.steps - step)
+        self.log(f"[{self.label}] step {step}/{self.steps} loss {loss:.4f} {rate:.2f} examples/s ETA {eta:.0f}s")
+        self.restart(total)
+
+
 #: 2: one optimiser parameter per run (a checkpoint of the single-parameter bank cannot be resumed)
 CHECKPOINT_FORMAT = 2
 
@@ -148,7 +204,7 @@ class BankState:
 def train_runs(backbone: Backbone, objective, train, dev, runs: list, cfg: TrainingConfig,
                kd: Optional[KDSettings] = None,
                checkpoint: Optional[Path] = None, checkpoint_key: str = "", label: str = "train",
-               log: Callable[[str], None] = _log) -> list:
+               log: Callable[[str], None] = _log, clock: Callable[[], float] = time.monotonic) -> list:
     """Prompt-tune ``runs`` jointly; return a :class:`RunResult` per run (its best dev checkpoint).
 
     ``objective`` (:mod:`promptgrid.objectives.factory`) gives the per-example loss, the PANDA
@@ -156,15 +212,18 @@ def train_runs(backbone: Backbone, objective, train, dev, runs: list, cfg: Train
     gathers every active run's batch into one forward pass, row b using its run's prompt.
 
     The bank, the teachers and the batches live on ``backbone.device``; the step loop never waits for
-    the device (losses add up there and are read at evaluations). Under ``cfg.max_tokens`` (or, on a GPU,
-    a budget from its free memory) a step is cut into chunks (:mod:`promptgrid.engine.memory`), and an
-    out-of-memory error halves the budget and reruns the step.
+    the device (losses add up there and are read at evaluations and progress lines). Under
+    ``cfg.max_tokens`` (or, on a GPU, a budget from its free memory) a step is cut into chunks
+    (:mod:`promptgrid.engine.memory`), and an out-of-memory error halves the budget and reruns the step.
 
     Every ``cfg.checkpoint_every`` steps the full state is written atomically to ``checkpoint``; if
     that file exists (and ``checkpoint_key`` matches) training resumes from it.
+
+    ``log`` gets a line per evaluation, a :class:`Progress` line every :func:`progress_interval` seconds of
+    ``clock`` between them, and a summary line at the end.
     """
     if len(train) == 0 or len(dev) == 0:
-        raise ValueError(f"{label}: empty train or dev split")
+        raise InputError(f"{label}: empty train or dev split")
     K, device = len(runs), backbone.device
     bank = PromptBank(torch.stack([r.init for r in runs])).to(device)
     teachers = None
@@ -188,7 +247,8 @@ def train_runs(backbone: Backbone, objective, train, dev, runs: list, cfg: Train
     # summed training loss of each run since the last evaluation, on the device (float64 as the host sums were)
     running = torch.tensor(state.running, dtype=torch.float64, device=device)
     budget = cfg.max_tokens or memory.auto_token_budget(backbone.model, device, cfg.precision)
-    t_start, start_step = time.time(), state.step
+    t_start, start_step, n_examples = clock(), state.step, 0
+    progress = Progress(label, cfg.steps, start_step, sum(state.running), clock, progress_interval(), log)
 
     def sync_running() -> None:
         state.running = running.tolist()
@@ -202,7 +262,7 @@ def train_runs(backbone: Backbone, objective, train, dev, runs: list, cfg: Train
         mean_loss = [state.running[k] / max(state.n_running, 1) for k in active] if step else []
         state.record(step, scores, bank.prompts.detach().cpu(), cfg.early_stop)
         running.zero_()
-        elapsed, done = time.time() - t_start, max(step - start_step, 1)
+        elapsed, done = clock() - t_start, max(step - start_step, 1)
         log(f"[{label}] step {step}/{cfg.steps} loss {sum(mean_loss) / max(len(mean_loss), 1):.4f} "
             f"dev {sum(scores) / len(scores):.2f} best {max(state.best_dev[k] for k in active):.2f} "
             f"active {sum(state.active)}/{K} {elapsed / done:.2f}s/step ETA {elapsed / done * (cfg.steps - step):.0f}s")
@@ -257,8 +317,12 @@ def train_runs(backbone: Backbone, objective, train, dev, runs: list, cfg: Train
         state.step += 1
         if state.step == cfg.early_step:
             state.early_prompt = bank.prompts.detach().cpu().clone()
+        n_examples += sum(len(ex) for ex in examples)
         if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
             evaluate(state.step)
+            progress.restart()  # the evaluation zeroed the running sums and printed a line
+        else:
+            progress.step(state.step, len(active), sum(len(ex) for ex in examples), running)
         if checkpoint is not None and state.step % cfg.checkpoint_every == 0 and state.step < cfg.steps:
             sync_running()
             save_torch_checkpoint(checkpoint, {"key": checkpoint_key, "format": CHECKPOINT_FORMAT,
@@ -267,7 +331,8 @@ def train_runs(backbone: Backbone, objective, train, dev, runs: list, cfg: Train
                                                "state": dataclasses.asdict(state)})
     if state.step < cfg.early_step:  # stopped early for every run before the early step
         state.early_prompt = state.best_prompt.clone()
+    elapsed = clock() - t_start
     log(f"[{label}] done: {K} runs, steps {state.step}, best dev "
         + ", ".join(f"{runs[k].run_id}={state.best_dev[k]:.1f}@{state.best_step[k]}" for k in range(K))
-        + f", {time.time() - t_start:.1f}s")
+        + f", {elapsed:.1f}s, {n_examples / max(elapsed, 1e-9):.2f} examples/s")
     return state.results(runs)

@@ -8,9 +8,12 @@ import functools
 import re
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 
-import pandas as pd
-
+from promptgrid.errors import InputError
+from promptgrid.lazy import lazy_module
 from promptgrid.registry import METHODS
+
+np = lazy_module("numpy")
+pd = lazy_module("pandas")
 
 if TYPE_CHECKING:  # torch is imported inside the functions that need it: registering stays torch-free
     pass
@@ -69,12 +72,11 @@ def require(df: pd.DataFrame, columns: Iterable[str], table: str) -> None:
         raise TypeError(f"{table}: expected a pandas DataFrame, got {type(df).__name__}")
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise ValueError(f"{table} table lacks required column(s) {missing}; it has {list(df.columns)}")
+        raise InputError(f"{table} table lacks required column(s) {missing}; it has {list(df.columns)}")
 
 
 def select(df: pd.DataFrame, table: str, **filters) -> pd.DataFrame:
     """Rows of ``df`` where every ``column == value``; a filter matching nothing raises, naming it."""
-    import numpy as np
 
     require(df, filters, table)
     mask = np.ones(len(df), dtype=bool)
@@ -84,7 +86,7 @@ def select(df: pd.DataFrame, table: str, **filters) -> pd.DataFrame:
     if out.empty:
         what = ", ".join(f"{k}={v!r}" for k, v in filters.items())
         have = "; ".join(f"{k} values present: {sorted(map(str, df[k].dropna().unique()))}" for k in filters)
-        raise ValueError(f"{table} table: no rows match {what} ({have or 'table is empty'})")
+        raise InputError(f"{table} table: no rows match {what} ({have or 'table is empty'})")
     return out
 
 
@@ -178,5 +180,5 @@ def split_variant(cfg, variant: str) -> tuple:
     of the study's methods that prefixes the variant."""
     method = max((m for m in cfg.transfer.methods if variant.startswith(m + "_")), key=len, default=None)
     if method is None:
-        raise ValueError(f"figure variant {variant!r} starts with none of the study's methods {cfg.transfer.methods}")
+        raise InputError(f"figure variant {variant!r} starts with none of the study's methods {cfg.transfer.methods}")
     return method, variant[len(method) + 1:]

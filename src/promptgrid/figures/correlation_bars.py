@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import pandas as pd
-
 from promptgrid.figures.base import (
     JINJA_BACKBONE,
     figure_labels,
@@ -16,7 +14,11 @@ from promptgrid.figures.base import (
     select,
     styled,
 )
+from promptgrid.lazy import lazy_module
 from promptgrid.registry import FIGURES, METHODS, FigureSpec
+
+np = lazy_module("numpy")
+pd = lazy_module("pandas")
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -35,7 +37,6 @@ _SYMBOL = {"spearman": "Spearman ρ", "pearson": "Pearson r", "kendall": "Kendal
 def _ordered(pooled: pd.DataFrame, value_col: str) -> pd.DataFrame:
     """Pooled rows in bar order: metrics from the highest value, then the learned ranking, then the comparators
     (source-only, family-only, random, others by name). One row per predictor."""
-    import numpy as np
 
     rank = pooled["kind"].map({k: i for i, k in enumerate(KINDS)}).fillna(len(KINDS))
     # within metrics and learned: highest value first; within comparators: the fixed order

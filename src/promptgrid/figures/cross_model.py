@@ -3,12 +3,14 @@ per held-out task, projector and fit. A figure kind with one variant, the study'
 ``cross_model`` section), drawn from ``tables/cross_model.parquet``."""
 from __future__ import annotations
 
-import pandas as pd
-
 from promptgrid.config.sections import CROSS_MODEL_FITS
 from promptgrid.figures.base import figure_labels, require, style_rc
+from promptgrid.lazy import lazy_module
 from promptgrid.registry import FIGURES, PROJECTORS, FigureSpec
 from promptgrid.storage.layout import CROSS_MODES, CROSS_TABLE, cross_pair
+
+np = lazy_module("numpy")
+pd = lazy_module("pandas")
 
 COLUMNS = ["backbone_a", "backbone_b", "projector", "fit", "task", "seed", "mode", "score", "baseline_score", "gain"]
 
@@ -23,7 +25,6 @@ def cross_model_bars(table: pd.DataFrame):
     """Gain over B's own prompt per held-out task: one panel per fit (rows) x projector (columns), bars per
     mode (zeroshot, init); seed means, error bars ±1 SD over seeds. Returns a Figure."""
     import matplotlib
-    import numpy as np
     import seaborn as sns
 
     from promptgrid.figures import style

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Mapping
 
-import pandas as pd
-
 from promptgrid.figures.base import DIVERGING_CMAP, JINJA_BACKBONE, families, figure_labels, require, select, styled
+from promptgrid.lazy import lazy_module
 from promptgrid.registry import FIGURES, METHODS, FigureSpec
+
+pd = lazy_module("pandas")
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional, Sequence
 
-import pandas as pd
-
 from promptgrid.figures.base import (
     JINJA_BACKBONE,
     best_sources,
@@ -16,7 +14,11 @@ from promptgrid.figures.base import (
     select,
     styled,
 )
+from promptgrid.lazy import lazy_module
 from promptgrid.registry import FIGURES, METHODS, FigureSpec
+
+np = lazy_module("numpy")
+pd = lazy_module("pandas")
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -36,7 +38,6 @@ def method_bars(transfer: pd.DataFrame, baselines: Optional[pd.DataFrame], backb
     seed-mean score per target; a method that is not per source gets one bar per mixture row. Bars are seed means,
     error bars ±1 SD over seeds; the "mean" group averages the targets per seed (PANDA's tables).
     """
-    import numpy as np
     import seaborn as sns
 
     from promptgrid.figures import style

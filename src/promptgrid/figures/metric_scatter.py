@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import pandas as pd
-
 from promptgrid.figures.base import (
     JINJA_BACKBONE,
     figure_labels,
@@ -17,8 +15,12 @@ from promptgrid.figures.base import (
     styled,
     variant_of,
 )
+from promptgrid.lazy import lazy_module
 from promptgrid.pearson import pearson
 from promptgrid.registry import FIGURES, METHODS, SIMILARITIES, FigureSpec
+
+np = lazy_module("numpy")
+pd = lazy_module("pandas")
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -33,7 +35,6 @@ def metric_scatter(similarity: pd.DataFrame, transfer: pd.DataFrame, backbone: s
     squares line with a 95 % bootstrap band (seeded) and its Pearson r over sources in the title.
     Panels wrap after ``max_cols`` columns (2.8 in each), so the figure stays legible at report width.
     """
-    import numpy as np
     import seaborn as sns
 
     from promptgrid.figures import style

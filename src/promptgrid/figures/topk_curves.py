@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import pandas as pd
-
 from promptgrid.figures.base import JINJA_BACKBONE, figure_labels, per_source_in, require, select, styled
+from promptgrid.lazy import lazy_module
 from promptgrid.registry import FIGURES, METHODS, FigureSpec
+
+np = lazy_module("numpy")
+pd = lazy_module("pandas")
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -37,7 +39,6 @@ def t_interval(per_target: pd.DataFrame, by: list, value: str) -> pd.DataFrame:
     is finite (mean ± t_{G-1, .975} · sd / √G; NaN below MIN_TARGETS_FOR_CI targets), the same interval the
     summary table prints.
     """
-    import numpy as np
 
     from promptgrid.analysis.pooled import cluster_mean_ci
 

@@ -31,13 +31,20 @@ import torch
 import torch.nn.functional as F
 
 from promptgrid.config import BackboneConfig
+from promptgrid.errors import InputError, MissingResource
 from promptgrid.models import packing, prefix
 
 PACKABLE_MODEL_TYPES = ("bert",)
 
 
-class BackboneError(RuntimeError):
-    """A backbone cannot be resolved or loaded; the message names it."""
+class BackboneError(InputError):
+    """A backbone does not suit the study (a task kind, its label texts, its tokenizer); the message names it.
+    Bad input: the command exits 2."""
+
+
+class BackboneNotFound(BackboneError, MissingResource):
+    """A backbone's weights cannot be found or fetched (a missing folder or package, a hub model offline); the
+    message names it. A missing resource: the command exits 3."""
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -169,7 +176,7 @@ class Backbone:
             return False
         if width == self.deep_width:
             return True
-        raise ValueError(f"backbone '{self.name}': a prompt of width {width} is neither an input prompt (width "
+        raise InputError(f"backbone '{self.name}': a prompt of width {width} is neither an input prompt (width "
                          f"{self.embed_dim}) nor a deep prompt (width {self.deep_width})")
 
     def token_inputs(self, batch: Batch):

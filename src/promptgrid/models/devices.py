@@ -11,6 +11,12 @@
 
 Every resolution logs one ``[device]`` line with ``CUDA_VISIBLE_DEVICES`` as the job got it and the device
 chosen, so a job log shows which GPU a result came from.
+
+A job that ends up on the CPU under ``auto`` asks the node's NVIDIA driver, without torch, whether it has GPUs
+(:func:`promptgrid.storage.hardware.nvidia_gpus`). If so, torch could not use them (a CPU-only torch build, a
+driver older than torch's CUDA, or a ``CUDA_VISIBLE_DEVICES`` that hides them): the job logs a
+``[device] WARNING`` line saying which and how to fix it, and its outputs' provenance records it, which
+``promptgrid summarize`` counts.
 """
 from __future__ import annotations
 
@@ -20,7 +26,10 @@ import re
 import socket
 import time
 from pathlib import Path
-from typing import Callable, Mapping, Optional
+from typing import Callable, Mapping, Optional, Sequence
+
+from promptgrid.errors import InputError
+from promptgrid.storage import hardware
 
 ENV_DEVICE = "PROMPTGRID_DEVICE"
 CONFIG_KEY = "training.device"
@@ -38,7 +47,7 @@ def parse_device(value: str, key: str) -> tuple:
     """``(kind, index)`` of a device setting: ("auto", None), ("cpu", None), ("cuda", None), ("cuda", N)."""
     m = DEVICE_PATTERN.fullmatch(str(value).strip())
     if m is None:
-        raise ValueError(f"{key}={value!r}: must be auto, cpu, cuda or cuda:N")
+        raise InputError(f"{key}={value!r}: must be auto, cpu, cuda or cuda:N")
     kind = str(value).strip().split(":")[0]
     return kind, (int(m.group(2)) if m.group(2) is not None else None)
 
@@ -56,9 +65,29 @@ def _torch_cuda_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def torch_build() -> tuple:
+    """(torch version, the CUDA version it was built for or None for a CPU-only build)."""
+    import torch
+
+    return torch.__version__, torch.version.cuda
+
+
+def unusable_gpu_reason(gpus: Sequence[str], version: str, cuda: Optional[str], cvd: Optional[str]) -> str:
+    """Why torch sees none of the node's ``gpus`` (``nvidia-smi -L`` lines), for a torch ``version`` built for
+    CUDA ``cuda`` (None: CPU-only) and the job's CUDA_VISIBLE_DEVICES ``cvd`` (None: unset)."""
+    names = sorted({re.sub(r"^GPU \d+:\s*", "", g) for g in gpus})
+    on_node = f"{len(gpus)} NVIDIA GPU(s) on this node ({', '.join(names)})"
+    if cuda is None:
+        return f"{on_node}, but torch {version} is a CPU-only build"
+    shown = "unset" if cvd is None else repr(cvd)
+    return (f"{on_node}, but torch {version} (built for CUDA {cuda}) sees none of them: CUDA_VISIBLE_DEVICES={shown} "
+            f"hides them, or the NVIDIA driver is older than CUDA {cuda}")
+
+
 def resolve_device(configured: str, lock_dir: Optional[Path] = None, *, env: Optional[Mapping] = None,
                    cuda_count: Optional[int] = None, log: Callable = print, poll_s: float = 1.0,
-                   wait_log_s: float = WAIT_LOG_S) -> str:
+                   wait_log_s: float = WAIT_LOG_S, node_gpus: Optional[Sequence[str]] = None,
+                   build: Optional[tuple] = None) -> str:
     """The device this job computes on, "cpu" or "cuda:<i>" (an index among the GPUs torch sees).
 
     ``configured``: ``training.device`` (auto | cpu | cuda | cuda:N); ``PROMPTGRID_DEVICE`` in ``env``
@@ -66,6 +95,9 @@ def resolve_device(configured: str, lock_dir: Optional[Path] = None, *, env: Opt
     per GPU (needed only when several GPUs are visible and no scheduler chose one). ``cuda_count``: the
     number of CUDA devices torch sees (0: no CUDA), for tests; by default asked from torch.
     ``poll_s`` / ``wait_log_s``: how often a job that finds every GPU taken retries / says so.
+    ``node_gpus``: the GPUs the node's driver lists, asked only when torch sees none (default
+    :func:`promptgrid.storage.hardware.nvidia_gpus`); ``build``: (torch version, CUDA version or None), default
+    :func:`torch_build`. Both are for tests.
     """
     env = os.environ if env is None else env
     key, value = (ENV_DEVICE, env[ENV_DEVICE]) if env.get(ENV_DEVICE) else (CONFIG_KEY, configured)
@@ -78,17 +110,25 @@ def resolve_device(configured: str, lock_dir: Optional[Path] = None, *, env: Opt
     if kind == "cpu":
         device = "cpu"
     elif count == 0:
+        gpus = hardware.nvidia_gpus() if node_gpus is None else list(node_gpus)
+        reason = unusable_gpu_reason(gpus, *(build or torch_build()), cvd) if gpus else ""
         if kind == "cuda":
-            raise ValueError(f"{key}={value!r} but torch sees no CUDA device (CUDA_VISIBLE_DEVICES="
+            raise InputError(f"{key}={value!r} but torch sees no CUDA device (CUDA_VISIBLE_DEVICES="
                              f"{'unset' if cvd is None else repr(cvd)}; torch built without CUDA, no driver, or "
-                             f"no GPU given to this job): use auto or cpu to compute on the CPU")
+                             f"no GPU given to this job): use auto or cpu to compute on the CPU"
+                             + (f". {reason}: {hardware.GPU_FIX}" if reason else ""))
         device = "cpu"
         if ids:
             log(f"[device] CUDA_VISIBLE_DEVICES names GPU id(s) {', '.join(ids)} but torch sees no CUDA device "
                 f"(a CPU-only torch build or no driver on this node): computing on the CPU")
+        if reason:
+            # loud on purpose: a GPU study computing on the CPU runs for days instead of hours
+            log(f"[device] WARNING: {reason}: this job computes on the CPU. To compute on the GPU, "
+                f"{hardware.GPU_FIX}; to compute on the CPU without this warning, set {key}=cpu")
+            hardware.note_unusable_gpu(reason)
     elif index is not None:
         if index >= count:
-            raise ValueError(f"{key}={value!r} but torch sees only {count} CUDA device(s) (cuda:0..cuda:{count - 1}"
+            raise InputError(f"{key}={value!r} but torch sees only {count} CUDA device(s) (cuda:0..cuda:{count - 1}"
                              f"; CUDA_VISIBLE_DEVICES={'unset' if cvd is None else repr(cvd)})")
         device, how = f"cuda:{index}", "as configured"
     elif ids and scheduler:

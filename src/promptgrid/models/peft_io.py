@@ -2,7 +2,9 @@
 
 An exported folder holds what ``peft.PeftModel.from_pretrained(base_model, folder)`` loads:
 
-- ``adapter_config.json``: PEFT's own config, with base_model_name_or_path = the backbone's ``cfg.model``.
+- ``adapter_config.json``: PEFT's own config. ``base_model_name_or_path`` and ``revision`` name the weights the
+  prompt was trained on (:func:`promptgrid.models.loading.base_model_reference`): a hub backbone's hub id and
+  resolved commit, so ``AutoPeftModel`` finds them; for a ``pypi:`` or local model, its folder on this machine.
   An input prompt (L, d) is a ``PromptTuningConfig`` (peft_type PROMPT_TUNING, num_virtual_tokens = L,
   token_dim = d); a deep prompt (L, D) (:mod:`promptgrid.models.prefix`) is a ``PrefixTuningConfig``
   (peft_type PREFIX_TUNING, num_virtual_tokens = L, num_layers, token_dim = n_heads * head_dim and
@@ -53,6 +55,7 @@ from typing import Optional
 
 import torch
 
+from promptgrid.errors import InputError
 from promptgrid.storage.files import PromptFileError
 
 CONFIG_NAME = "adapter_config.json"
@@ -67,7 +70,7 @@ TASK_TYPES = {"causal_lm": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM", "encoder": "F
 PEFT_TYPES = {"PROMPT_TUNING": "input", "PREFIX_TUNING": "deep"}
 
 
-class PeftExportError(ValueError):
+class PeftExportError(InputError):
     """A prompt cannot be written as a PEFT adapter; the message names the backbone or folder."""
 
 
@@ -94,7 +97,7 @@ def _seq2seq_mapping_reason(n_layers: int) -> str:
             f"promptgrid gives each layer its own rows; the two agree on one-layer decoders only")
 
 
-def _prompt_tuning_config(backbone, L: int, d: int):
+def _prompt_tuning_config(backbone, L: int, d: int, base: tuple):
     from peft import PromptTuningConfig
 
     model_config = getattr(backbone.model, "config", None)
@@ -106,13 +109,13 @@ def _prompt_tuning_config(backbone, L: int, d: int):
         # unused by prompt tuning; filled so the file matches what PEFT itself writes
         num_layers=_model_config_value(model_config, "num_hidden_layers", "num_layers", "n_layer"),
         num_attention_heads=_model_config_value(model_config, "num_attention_heads", "num_heads", "n_head"),
-        base_model_name_or_path=backbone.cfg.model,
-        revision=backbone.cfg.revision,
+        base_model_name_or_path=base[0],
+        revision=base[1],
         inference_mode=True,
     )
 
 
-def _prefix_tuning_config(backbone, L: int):
+def _prefix_tuning_config(backbone, L: int, base: tuple):
     from peft import PrefixTuningConfig
 
     geo = backbone.prefix_geometry
@@ -128,21 +131,23 @@ def _prefix_tuning_config(backbone, L: int):
         prefix_projection=False,
         # seq2seq: 2 (PEFT's default) makes its cache an EncoderDecoderCache; 1 fails on T5
         num_transformer_submodules=2 if backbone.kind == "seq2seq" else 1,
-        base_model_name_or_path=backbone.cfg.model,
-        revision=backbone.cfg.revision,
+        base_model_name_or_path=base[0],
+        revision=base[1],
         inference_mode=True,
     )
 
 
-def export_peft(prompt: torch.Tensor, backbone, out_dir, meta: dict) -> Path:
+def export_peft(prompt: torch.Tensor, backbone, out_dir, meta: dict, base_model: Optional[tuple] = None) -> Path:
     """Write ``prompt`` as a PEFT adapter folder ``out_dir`` for ``backbone``: an input prompt (L, d) as prompt
     tuning, a deep prompt (L, D) as prefix tuning (the width says which).
 
     The folder is built beside ``out_dir`` and renamed into place, replacing an existing folder, so a
     killed job leaves either the old folder or the new one. ``meta`` (JSON-able provenance) goes to
-    ``promptgrid.json``. Returns ``out_dir``. Raises :class:`PeftExportError` for a masked-LM backbone,
-    a deep prompt of a seq2seq backbone with more than one decoder layer (see the module docstring), a
-    prompt that is not (L, d) or (L, D), or not finite.
+    ``promptgrid.json``. ``base_model``: ``(base_model_name_or_path, revision)`` for the config; default
+    :func:`~promptgrid.models.loading.base_model_reference` of the backbone (a GGUF model's converted folder
+    needs the cache, which callers with a study pass). Returns ``out_dir``. Raises :class:`PeftExportError`
+    for a masked-LM backbone, a deep prompt of a seq2seq backbone with more than one decoder layer (see the
+    module docstring), a prompt that is not (L, d) or (L, D), or not finite.
     """
     from safetensors.torch import save_file
 
@@ -171,7 +176,12 @@ def export_peft(prompt: torch.Tensor, backbone, out_dir, meta: dict) -> Path:
         raise PeftExportError(f"prompt for {out_dir} holds NaN or infinite values")
     if out_dir.exists() and not out_dir.is_dir():
         raise PeftExportError(f"{out_dir} exists and is not a folder")
-    config = _prefix_tuning_config(backbone, L) if deep else _prompt_tuning_config(backbone, L, width)
+    if base_model is None:
+        from promptgrid.models.loading import base_model_reference
+
+        base_model = base_model_reference(backbone.name, backbone.cfg, None, backbone.revision)
+    config = _prefix_tuning_config(backbone, L, base_model) if deep else _prompt_tuning_config(backbone, L, width,
+                                                                                                base_model)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))

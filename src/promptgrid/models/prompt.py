@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 
 from promptgrid.config import PromptConfig
+from promptgrid.errors import InputError
 
 
 class PromptBank(torch.nn.Module):
@@ -64,7 +65,7 @@ def init_prompt(cfg: PromptConfig, embedding: torch.Tensor, seed: int, label_tok
         if from_file is None:
             raise ValueError("init 'file' needs the loaded prompt")
         if tuple(from_file.shape) != (L, d):
-            raise ValueError(f"init prompt {cfg.init_file} has shape {tuple(from_file.shape)}; expected ({L}, {d})")
+            raise InputError(f"init prompt {cfg.init_file} has shape {tuple(from_file.shape)}; expected ({L}, {d})")
         return from_file.detach().clone().float()
     if cfg.init == "random":
         return torch.randn(L, d, generator=gen) * cfg.random_std

@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from promptgrid.errors import InputError
 from promptgrid.models.backbones import BackboneError
 
 QA_TAGS = ("other", "answer")
@@ -37,7 +38,7 @@ def ner_label_text(tag: str) -> str:
         return OUTSIDE_TEXT
     prefix, _, typ = tag.partition("-")
     if prefix not in BIO_WORDS or not typ:
-        raise ValueError(f"tag {tag!r} is not O, B-<type> or I-<type>")
+        raise InputError(f"tag {tag!r} is not O, B-<type> or I-<type>")
     name = ENTITY_NAMES.get(typ.upper(), typ.lower().replace("_", " ").replace("-", " "))
     return f"{BIO_WORDS[prefix]} {name}"
 
@@ -120,6 +121,6 @@ def special_layout(tokenizer, pair: bool) -> list:
 def require_columns(frame: pd.DataFrame, needed: Sequence[str], kind: str) -> None:
     missing = [c for c in needed if c not in frame.columns]
     if missing:
-        raise ValueError(f"{kind} tagging needs the frame columns {list(needed)} that "
+        raise InputError(f"{kind} tagging needs the frame columns {list(needed)} that "
                          f"promptgrid.models.generation's readers write; {missing} missing (split written by an older "
                          f"promptgrid? prepare the task again)")

@@ -72,6 +72,7 @@ from promptgrid.data.formats import (
     linearize_entities,
 )
 from promptgrid.engine import scoring, training
+from promptgrid.errors import InputError
 from promptgrid.models.backbones import Backbone, BackboneError, to_device
 from promptgrid.models.precision import precision_scope
 from promptgrid.objectives import TAGGING_BACKBONES
@@ -106,7 +107,7 @@ class TaggingObjective:
             self.score_name = "ner_f1"
             self.tag_names = [str(t) for t in (getattr(task_cfg, "tag_names", None) or CONLL2003_NER_LABELS)]
             if "O" not in self.tag_names:
-                raise ValueError(f"tag_names {self.tag_names} has no 'O' tag")
+                raise InputError(f"tag_names {self.tag_names} has no 'O' tag")
             default_text = ner_label_text
         elif self.kind == "span_qa":
             self.score_name = "squad_em" if getattr(task_cfg, "score", None) == "squad_em" else "squad_f1"
@@ -115,7 +116,7 @@ class TaggingObjective:
         else:
             raise ValueError(f"tagging runs span_qa and ner tasks, not {self.kind!r}")
         if len(set(self.tag_names)) != len(self.tag_names):
-            raise ValueError(f"tag_names {self.tag_names} repeats a tag")
+            raise InputError(f"tag_names {self.tag_names} repeats a tag")
         overrides = dict(getattr(task_cfg, "labels", None) or {})
         self.label_texts = [str(overrides.get(t, default_text(t))) for t in self.tag_names]
         self.tag_index = {t: c for c, t in enumerate(self.tag_names)}
@@ -193,7 +194,7 @@ class TaggingObjective:
                 tokens, tags = [str(t) for t in tokens], [str(t) for t in tags]
                 unknown = sorted(set(tags) - set(self.tag_index))
                 if unknown:
-                    raise ValueError(f"ner tagging: example {frame['id'].iloc[row]!r} has tags {unknown} outside "
+                    raise InputError(f"ner tagging: example {frame['id'].iloc[row]!r} has tags {unknown} outside "
                                      f"tag_names {self.tag_names}; set tasks.<name>.tag_names")
                 ids, pos = self._assemble(self._layout[0], self._pieces(tokens, [True] * len(tokens)))
                 split.ids.append(ids)

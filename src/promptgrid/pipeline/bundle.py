@@ -36,6 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from promptgrid.errors import InputError
 from promptgrid.pipeline.context import Study
 from promptgrid.storage import layout
 from promptgrid.storage.files import atomic_write_text, read_table, read_table_meta
@@ -51,8 +52,9 @@ PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
 PROBE_TEXTS = 64
 
 
-class BundleError(ValueError):
-    """The study cannot be bundled as it stands; the message names the task, file or config key."""
+class BundleError(InputError):
+    """The study cannot be bundled as it stands; the message names the task, file or config key. Bad input:
+    the command exits 2."""
 
 
 def model_folder(backbone: str, dtype: str) -> str:

@@ -7,16 +7,40 @@ import re
 from pathlib import Path
 
 from promptgrid.config import ConfigError, StudyConfig
+from promptgrid.errors import InputError
 from promptgrid.storage.files import atomic_write_text
 
 ORIGIN_FILE = ".study-origin.json"
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
-def check_inputs_exist(cfg: StudyConfig) -> None:
+class MergedStudyError(InputError):
+    """Snakemake merged a ``configfile:`` directive's study with the one given by ``--configfile``."""
+
+
+def check_one_study(configfiles: list, cli_configfiles: list, replaced: bool = False) -> None:
+    """Fail when the config is a merge of two studies: Snakemake loads a ``configfile:`` directive's file and then
+    updates it with ``--configfile``, so the default study's tasks, sources and targets join the given study's
+    (snakedeploy's outer Snakefile has such a directive). Several ``--configfile`` files are the user's own
+    choice, and ``--replace-workflow-config`` drops the directive's study: neither is refused."""
+    given = {str(Path(f).resolve()) for f in cli_configfiles}
+    directive = [str(f) for f in configfiles if str(Path(f).resolve()) not in given]
+    if not given or not directive or replaced:
+        return
+    cli = ", ".join(str(f) for f in cli_configfiles)
+    raise MergedStudyError(
+        f"two study files were merged: {', '.join(directive)} (read by a configfile: directive) and "
+        f"{cli} (--configfile). Snakemake updates the first with the second, so the first study's tasks and "
+        f"pairs would run too. Guard the directive with `if not workflow.overwrite_configfiles:` (snakedeploy "
+        f"writes it unguarded), run with --replace-workflow-config, or put the study into {directive[0]}")
+
+
+def check_inputs_exist(cfg: StudyConfig, model_stack: bool = True) -> None:
     """Fail at DAG build on inputs that are local and missing: data files, model folders, prompt files.
 
-    Hub ids are not checked here: a study that needs the hub fails in the job that loads it.
+    Hub ids are not checked here: a study that needs the hub fails in the job that loads it. ``model_stack``
+    False (Snakemake builds the DAG from a checkout, without promptgrid installed: no torch) skips what needs
+    it, the models and the type of a PEFT adapter: the jobs check them.
     """
     for name, task in cfg.tasks.items():
         if task.source == "local" and not Path(os.path.expanduser(task.path)).exists():
@@ -24,16 +48,16 @@ def check_inputs_exist(cfg: StudyConfig) -> None:
         if task.source == "hf" and task.data_files and not any(Path().glob(task.data_files)) \
                 and not Path(os.path.expanduser(task.data_files)).exists():
             raise ConfigError(f"tasks.{name}.data_files", f"no file matches {task.data_files}")
-    for name, bb in cfg.backbones.items():
+    if model_stack:
         from promptgrid.models.backbones import BackboneError
         from promptgrid.models.loading import resolve_model
+        from promptgrid.models.peft_io import PEFT_TYPES
 
-        try:
-            resolve_model(name, bb)
-        except BackboneError as err:
-            raise ConfigError(f"backbones.{name}.model", str(err)) from None
-    from promptgrid.models.peft_io import PEFT_TYPES
-
+        for name, bb in cfg.backbones.items():
+            try:
+                resolve_model(name, bb)
+            except BackboneError as err:
+                raise ConfigError(f"backbones.{name}.model", str(err)) from None
     for name, task in cfg.tasks.items():
         for bname, adapter in task.peft_adapters.items():
             key = f"tasks.{name}.peft_adapters.{bname}"
@@ -47,7 +71,7 @@ def check_inputs_exist(cfg: StudyConfig) -> None:
                     n_virtual, peft_type = adapter_cfg.get("num_virtual_tokens"), adapter_cfg.get("peft_type")
                 except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
                     raise ConfigError(key, f"{folder / 'adapter_config.json'} is not a JSON object: {err}") from None
-                held = PEFT_TYPES.get(peft_type)
+                held = PEFT_TYPES.get(peft_type) if model_stack else None
                 if held is not None and held != cfg.prompt.kind:
                     raise ConfigError(key, f"adapter {adapter} is a PEFT {peft_type} adapter, which holds {held} "
                                            f"prompts, but prompt.kind is {cfg.prompt.kind!r}")
@@ -88,7 +112,8 @@ def check_study_dir(cfg: StudyConfig, config_files: list) -> None:
     mine = sorted(config_files)
     if origin.exists() and mine:
         theirs = json.loads(origin.read_text()).get("config_files", [])
-        if theirs and theirs != mine:
+        # resolved again: a path recorded before a file became a link to another (config.yaml) is the same file
+        if theirs and sorted(str(Path(f).resolve()) for f in theirs) != mine:
             raise ConfigError("study", f"{root} already holds the study written by {theirs}; this config "
                                        f"({mine}) uses the same study name. Rename 'study' or remove {root}")
     if mine:

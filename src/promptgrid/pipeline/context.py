@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Optional
 import pandas as pd
 
 from promptgrid.config import StudyConfig
+from promptgrid.errors import UnknownName
 from promptgrid.storage import layout
 from promptgrid.storage.files import load_prompt
 from promptgrid.storage.provenance import provenance
@@ -98,7 +99,7 @@ class Study:
     # -- cached resources
     def backbone(self, name: str):
         if name not in self.cfg.backbones:
-            raise KeyError(f"unknown backbone {name!r}; the config defines {sorted(self.cfg.backbones)}")
+            raise UnknownName(f"unknown backbone {name!r}; the config defines {sorted(self.cfg.backbones)}")
         if name not in self._backbones:
             import torch
 

@@ -25,6 +25,7 @@ import time
 
 import pandas as pd
 
+from promptgrid.errors import InputError
 from promptgrid.figures.cross_model import COLUMNS
 from promptgrid.pipeline.checks import check_cross_model, projector_tasks
 from promptgrid.pipeline.context import Study
@@ -51,7 +52,7 @@ def _prompts(study: Study, backbone: str, tasks, seeds):
         for s in seeds:
             p, _ = load_prompt(study.path(layout.task_prompt(backbone, t, s)), expect_length=study.cfg.prompt.length)
             if out and p.shape != out[0].shape:
-                raise ValueError(f"prompt {study.path(layout.task_prompt(backbone, t, s))} has shape "
+                raise InputError(f"prompt {study.path(layout.task_prompt(backbone, t, s))} has shape "
                                  f"{tuple(p.shape)}, other {backbone} prompts {tuple(out[0].shape)}")
             out.append(p)
     return torch.stack(out)
@@ -63,7 +64,7 @@ def _baseline_scores(study: Study, backbone: str, task: str) -> dict:
     scores = dict(zip(df["seed"].astype(int), df["score"].astype(float)))
     missing = [s for s in study.cfg.seeds if s not in scores]
     if missing:
-        raise ValueError(f"{path} has no baseline run for seed(s) {missing}")
+        raise InputError(f"{path} has no baseline run for seed(s) {missing}")
     return scores
 
 
@@ -97,9 +98,9 @@ def project(study: Study, projector: str, fit: str) -> None:
     check_cross_model(cfg, required=True)
     cm = cfg.cross_model
     if projector not in cm.projectors:
-        raise ValueError(f"projector {projector!r} is not in cross_model.projectors {cm.projectors}")
+        raise InputError(f"projector {projector!r} is not in cross_model.projectors {cm.projectors}")
     if fit not in cm.fits:
-        raise ValueError(f"fit {fit!r} is not in cross_model.fits {cm.fits}")
+        raise InputError(f"fit {fit!r} is not in cross_model.fits {cm.fits}")
     a, b = cm.source_backbone, cm.target_backbone
     seeds, L = list(cfg.seeds), cfg.prompt.length
     train_tasks = projector_tasks(cfg)
@@ -115,7 +116,7 @@ def project(study: Study, projector: str, fit: str) -> None:
     if fit == "distance":
         prompts_b = _prompts(study, b, train_tasks, seeds)
         if prompts_b.shape[-1] != d_b:
-            raise ValueError(f"{b} prompts are {prompts_b.shape[-1]} wide; backbone {b} embeds in {d_b}")
+            raise InputError(f"{b} prompts are {prompts_b.shape[-1]} wide; backbone {b} embeds in {d_b}")
         steps, bs = cm.steps, None  # quick: full batch
         if recipe.batch_size is not None:  # su: epochs of the recipe's batches over the prompt pairs
             steps, bs = cm.epochs * distance_epoch_steps(len(prompts_a), recipe.batch_size), recipe.batch_size

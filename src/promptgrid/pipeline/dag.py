@@ -3,10 +3,12 @@ inputs, outputs and config hash — so the ``.smk`` files only wire (paths come 
 :mod:`promptgrid.storage.layout`, hashes from :mod:`promptgrid.config.stages`, what exists from the
 registries).
 
-``Workflow.from_snakemake(config, configfiles)`` is the one call ``workflow/rules/common.smk``
-makes: it loads the plugins the config names, checks the config (schema with the registries' names,
-then the typed loader, then the inputs on disk), writes the resolved ``config.json`` every job reads
-and the report captions, and returns the helper the rules use.
+``Workflow.from_snakemake(config, configfiles, ...)`` is the one call ``workflow/rules/common.smk``
+makes: it refuses a config merged from two study files, loads the plugins the config names, checks the
+config (schema with the registries' names, then the typed loader, then the inputs on disk), writes the
+resolved ``config.json`` every job reads and the report captions, and returns the helper the rules use.
+Building it imports no torch, pandas or numpy (``tests/workflow/test_module.py`` blocks them), so a Snakemake
+without promptgrid installed can parse, lint and dry-run the workflow from a checkout's ``src/``.
 """
 from __future__ import annotations
 
@@ -16,13 +18,14 @@ from typing import Optional
 
 from promptgrid.config import StudyConfig, schema_errors
 from promptgrid.config.stages import stage_hash
+from promptgrid.errors import InputError
 from promptgrid.pipeline import checks, plugins
 from promptgrid.registry import FIGURES, METHODS, SIMILARITIES, SOURCES
 from promptgrid.storage import layout
 from promptgrid.storage.files import atomic_write_text
 
 
-class SchemaError(ValueError):
+class SchemaError(InputError):
     """The raw config breaks the JSON schema; the message lists every offending key."""
 
 
@@ -34,14 +37,21 @@ class Workflow:
         self.root = str(cfg.study_dir)
 
     @classmethod
-    def from_snakemake(cls, raw: dict, configfiles: list) -> Workflow:
+    def from_snakemake(cls, raw: dict, configfiles: list, cli_configfiles: tuple = (), replaced: bool = False,
+                       model_stack: bool = True) -> Workflow:
+        """``configfiles``: every file Snakemake read the config from (``workflow.configfiles``);
+        ``cli_configfiles`` those given with ``--configfile``, ``replaced`` whether ``--replace-workflow-config``
+        was; ``model_stack`` False skips the checks that import torch (promptgrid is not installed where
+        Snakemake runs: its jobs check them)."""
+        checks.check_one_study(configfiles, cli_configfiles, replaced)
         plugins.load(raw)
         errors = schema_errors(raw)
         if errors:
             raise SchemaError("invalid study config:\n  " + "\n  ".join(errors))
         cfg = StudyConfig.from_dict(raw)
-        checks.check_inputs_exist(cfg)
-        checks.check_task_kinds(cfg)
+        checks.check_inputs_exist(cfg, model_stack)
+        if model_stack:
+            checks.check_task_kinds(cfg)
         checks.check_cross_model(cfg)
         checks.check_study_dir(cfg, [str(Path(f).resolve()) for f in configfiles])
         workflow = cls(cfg, checks.write_resolved_config(cfg))

@@ -10,6 +10,7 @@ import json
 import time
 
 from promptgrid.data.artifacts import fetch_artifact, sha256_of
+from promptgrid.errors import InputError
 from promptgrid.pipeline.context import Study
 from promptgrid.registry import SOURCES
 from promptgrid.storage import layout
@@ -20,7 +21,7 @@ def fetch(study: Study, source: str) -> None:
     spec = SOURCES.require(source)
     art = spec.artifact
     if art is None:
-        raise ValueError(f"data source {source!r} has nothing to fetch: it reads files the study names")
+        raise InputError(f"data source {source!r} has nothing to fetch: it reads files the study names")
     t0 = time.time()
     path = fetch_artifact(art, study.cfg.cache_path, spec.name)
     sha = art.sha256 or sha256_of(path)

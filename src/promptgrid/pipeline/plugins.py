@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import pkgutil
 import sys
 from pathlib import Path
@@ -59,15 +58,12 @@ def load(raw: dict = None, base: Path = None) -> None:
 
 def load_config_with_plugins(path):
     """Read a YAML or JSON study config, load the plugins it names, then validate it (``load_config``)."""
-    import yaml
-
     from promptgrid.config import load_config
+    from promptgrid.config.study import read_config_file
 
     path = Path(path)
     if path.exists():
-        text = path.read_text()
-        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        load(raw)
+        load(read_config_file(path))
     else:
         load_builtins()
     return load_config(path)

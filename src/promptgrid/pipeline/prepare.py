@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from promptgrid.errors import UnknownName
 from promptgrid.pipeline.context import Study
 
 
@@ -14,7 +15,7 @@ def prepare(study: Study, task: str) -> None:
 
     cfg = study.cfg
     if task not in cfg.tasks:
-        raise KeyError(f"task {task!r} is not defined in the config")
+        raise UnknownName(f"unknown task {task!r}; the config defines {sorted(cfg.tasks)}")
     t0 = time.time()
     splits = prepare_task(cfg.tasks[task], task, cfg.cache_path)
     h = study.stage_hash("prepare", task=task)

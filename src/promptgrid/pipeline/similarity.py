@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from promptgrid.errors import InputError
 from promptgrid.pipeline.context import Study
 from promptgrid.registry import SIMILARITIES
 from promptgrid.storage import layout
@@ -42,7 +43,7 @@ def prompt_similarity(study: Study, backbone: str) -> None:
                    for t in cfg.trained_tasks}
         widths = {(t, seed): p.shape[1] for t, by_seed in prompts.items() for seed, p in by_seed.items()}
         if len(set(widths.values())) > 1:
-            raise ValueError(f"prompts of backbone {backbone!r} differ in width: {widths}; were some trained on "
+            raise InputError(f"prompts of backbone {backbone!r} differ in width: {widths}; were some trained on "
                              f"another backbone?")
         for metric in names:
             name = f"early_{metric}" if early else metric
@@ -59,9 +60,9 @@ def model_similarity(study: Study, backbone: str, metric: str, target: str = Non
     for a metric that reads the target's inputs."""
     spec = SIMILARITIES.require(metric)
     if spec.scope != "model":
-        raise ValueError(f"{metric!r} is a prompt-only metric: the prompt-similarity job computes it")
+        raise InputError(f"{metric!r} is a prompt-only metric: the prompt-similarity job computes it")
     if spec.per_target and target is None:
-        raise ValueError(f"{metric!r} is computed per target: give the target")
+        raise InputError(f"{metric!r} is computed per target: give the target")
     values = spec.compute(study, backbone, target) if spec.per_target else spec.compute(study, backbone)
     h = study.stage_hash("model_similarity", backbone=backbone, metric=metric)
     write_table(pd.DataFrame(_rows(backbone, values), columns=SIMILARITY_COLUMNS),

@@ -14,6 +14,7 @@ from promptgrid.pipeline.similarity import SIMILARITY_COLUMNS
 from promptgrid.registry import METHODS
 from promptgrid.storage import layout
 from promptgrid.storage.files import atomic_path, atomic_write_bytes, read_table, read_table_meta, write_table
+from promptgrid.storage.hardware import unusable_gpu_summary, unusable_gpu_warning
 from promptgrid.storage.provenance import merge_compute
 
 
@@ -49,13 +50,18 @@ def collect(study: Study) -> None:
         else pd.DataFrame(columns=SIMILARITY_COLUMNS)
     early = cfg.analysis.early_step if cfg.analysis.early_step is not None else cfg.training.early_step
     transfer = compute_gains(runs, baselines, curves, early_step=early)
-    meta = study.meta(study.stage_hash("collect"), seed=cfg.seeds, compute=merge_compute(parts))
+    # the parts' machines: how many model jobs computed on the CPU beside a GPU torch could not use
+    gpu_unusable = unusable_gpu_summary(parts)
+    meta = study.meta(study.stage_hash("collect"), seed=cfg.seeds, compute=merge_compute(parts),
+                      gpu_unusable=gpu_unusable)
     write_table(transfer, study.path(layout.table("transfer")), meta)
     write_table(similarity[SIMILARITY_COLUMNS], study.path(layout.table("similarity")), meta)
     write_table(curves, study.path(layout.table("curves")), meta)
     write_table(aggregate_gains(transfer), study.path(layout.table("gains")), meta)
     print(f"[collect] transfer {len(transfer)} rows, similarity {len(similarity)} rows, curves {len(curves)} rows",
           flush=True)
+    if unusable_gpu_warning(gpu_unusable):
+        print(f"[collect] {unusable_gpu_warning(gpu_unusable)}", flush=True)
     if cfg.cross_model is not None:  # the cross-model jobs' parts, into tables/cross_model
         from promptgrid.pipeline.crossmodel import gather
 
@@ -90,8 +96,9 @@ def correlate(study: Study) -> None:
     kinds = [(name, PREDICTORS[name].kind) for name in a.predictors]
     findings = findings_table(transfer, summary, families, a.outcome, retrieval, kinds)
     # the statistics ran here, on the numbers the model jobs computed: their record travels on
-    compute = read_table_meta(study.path(layout.table("transfer"))).get("compute") or {}
-    meta = study.meta(study.stage_hash("correlate"), seed=a.seed, compute=compute)
+    transfer_meta = read_table_meta(study.path(layout.table("transfer")))
+    meta = study.meta(study.stage_hash("correlate"), seed=a.seed, compute=transfer_meta.get("compute") or {},
+                      gpu_unusable=transfer_meta.get("gpu_unusable"))
     tables = {"correlation": correlation, "metric_comparison": comparison, "retrieval": retrieval,
               "summary": summary, "findings": findings}
     for name, df in tables.items():
@@ -165,11 +172,14 @@ def summary_text_for(summary: pd.DataFrame) -> str:
 
 
 def summarize(study: Study) -> str:
-    """The findings table, the summary paragraph, then how the study computed (precision, hardware, torch)."""
+    """The findings table, the summary paragraph, then how the study computed (precision, hardware, torch),
+    and last a warning when model jobs computed on the CPU beside a GPU torch could not use."""
     from promptgrid.storage.provenance import compute_line
 
     path = study.path(layout.table("summary"))
+    meta = read_table_meta(path)
     findings = findings_text(read_table(study.path(layout.table("findings"))))
     outcome = f"Outcome: {study.cfg.analysis.outcome} (analysis.outcome)."
-    return "\n\n".join([outcome, findings, summary_text_for(read_table(path)),
-                         compute_line(read_table_meta(path).get("compute") or {})])
+    warning = unusable_gpu_warning(meta.get("gpu_unusable"))
+    return "\n\n".join([outcome, findings, summary_text_for(read_table(path)), compute_line(meta.get("compute") or {})]
+                       + ([warning] if warning else []))

@@ -86,7 +86,7 @@ def _import_task_prompt(study: Study, backbone: str, task: str, adapter: str) ->
     prompt, adapter_meta = load(folder, expect_dim=study.prompt_width(backbone), kind=kind,
                                 n_layers=bb.prefix_geometry.n_layers if kind == "deep" else None)
     if prompt.shape[0] != cfg.prompt.length:
-        raise ValueError(f"{key}: adapter {adapter} has {prompt.shape[0]} virtual "
+        raise ConfigError(key, f"adapter {adapter} has {prompt.shape[0]} virtual "
                          f"tokens, the study's prompt.length is {cfg.prompt.length}; transfer banks need one length")
     objective = study.objective(backbone, task)
     dev, test = (study.encoded(backbone, task, s) for s in ("dev", "test"))

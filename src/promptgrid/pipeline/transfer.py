@@ -13,6 +13,7 @@ import time
 
 import pandas as pd
 
+from promptgrid.errors import InputError
 from promptgrid.pipeline.context import Study
 from promptgrid.pipeline.train import curves_frame
 from promptgrid.registry import METHODS
@@ -26,7 +27,7 @@ def transfer(study: Study, backbone: str, target: str, method: str) -> None:
     """Run ``method`` from every source into ``target`` and write its runs part."""
     spec = METHODS.require(method)
     if method not in study.cfg.transfer.methods:
-        raise ValueError(f"transfer method {method!r} is not in this study's transfer.methods "
+        raise InputError(f"transfer method {method!r} is not in this study's transfer.methods "
                          f"{study.cfg.transfer.methods}")
     (_trained if spec.trains else _evaluated)(study, spec, backbone, target)
 

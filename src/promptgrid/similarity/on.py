@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Optional
 
+from promptgrid.errors import InputError
 from promptgrid.registry import SIMILARITIES, SimilaritySpec
 from promptgrid.similarity import on_sites
 from promptgrid.similarity.on_sites import (  # noqa: F401  (ON's read sites, re-exported: on.READ_SITES)
@@ -64,7 +65,7 @@ def _ffn_modules(model: nn.Module) -> list[tuple[str, nn.Module, nn.Module]]:
                 found.append((name, module, second))
         if found:
             return found
-    raise ValueError(f"no transformer FFN layers found in {type(model).__name__}; known first-FFN module names: "
+    raise InputError(f"no transformer FFN layers found in {type(model).__name__}; known first-FFN module names: "
                      f"{[f for f, _ in _FFN_FAMILIES]}")
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from promptgrid.config.sections import ON_SITES
+from promptgrid.errors import InputError
 
 if TYPE_CHECKING:  # torch is imported inside the functions that need it: registering stays torch-free
     import torch
@@ -95,7 +96,7 @@ def sentinel_id(tok) -> int:
         return vocab["<extra_id_0>"]
     if tok.mask_token_id is not None:
         return tok.mask_token_id
-    raise ValueError(f"{type(tok).__name__} has neither T5's sentinel <extra_id_0> nor a mask token: ON's su site for "
+    raise InputError(f"{type(tok).__name__} has neither T5's sentinel <extra_id_0> nor a mask token: ON's su site for "
                      f"a seq2seq backbone needs one (or set metrics.on_site: ours)")
 
 
@@ -191,7 +192,7 @@ def _su_input(bb, prompt) -> Probe:
     prompt = prompt.to(device=device, dtype=bb.embed_layer.weight.dtype)
     if bb.cfg.kind == "masked_lm":
         if tok.mask_token_id is None:
-            raise ValueError(f"backbone '{bb.name}': its tokenizer has no mask token for ON's su site")
+            raise InputError(f"backbone '{bb.name}': its tokenizer has no mask token for ON's su site")
         embeds = torch.cat([_embed(bb, tok.mask_token_id), prompt[1:], _embed(bb, _bos(tok))])
         return Probe(bb.model, {"inputs_embeds": embeds[None], "attention_mask": _ones(embeds.shape[0], device)}, [0])
     embeds = torch.cat([prompt, _embed(bb, sentinel_id(tok))])
@@ -213,7 +214,7 @@ def _su_deep(bb, prompt) -> Probe:
                   "decoder_input_ids": _decoder_start(bb, device), **bb.decoder_prefix(prompts)}
         return Probe(bb.model.get_decoder(), kwargs, [0])
     if tok.mask_token_id is None:
-        raise ValueError(f"backbone '{bb.name}': its tokenizer has no mask token for ON's su site")
+        raise InputError(f"backbone '{bb.name}': its tokenizer has no mask token for ON's su site")
     embeds = _embed(bb, tok.mask_token_id, _bos(tok))[None]  # (1, 2, d): <mask> <s>, no prompt positions
     cache = bb.prefix_geometry.cache(prompts.to(device=device, dtype=embeds.dtype))
     kwargs = {"inputs_embeds": embeds, "attention_mask": _ones(prompt.shape[0] + embeds.shape[1], device),

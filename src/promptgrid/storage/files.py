@@ -12,18 +12,20 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Optional
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
+from promptgrid.errors import InputError, MissingResource
 
-if TYPE_CHECKING:  # imported where prompts are read or written: table-only jobs start without torch
+if TYPE_CHECKING:
+    # torch where prompts are read or written (table-only jobs start without it); pandas and pyarrow where a
+    # table is: Snakemake imports this module while it builds the DAG, in a process that may lack them
+    # (a catalog lint, promptgrid used as a module)
+    import pandas as pd
     import torch
 
 
 PROVENANCE_KEY = b"promptgrid"
 
 
-class PromptFileError(ValueError):
+class PromptFileError(InputError):
     """A prompt file is missing, corrupt, or of the wrong shape; the message names the file."""
 
 
@@ -58,6 +60,9 @@ def atomic_write_bytes(path, data: bytes) -> None:
 # ---------------------------------------------------------------- parquet
 def write_table(df: pd.DataFrame, path, meta: dict) -> None:
     """Write ``df`` as parquet atomically, with ``meta`` (JSON) in the schema metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     table = pa.Table.from_pandas(df, preserve_index=False)
     existing = table.schema.metadata or {}
     table = table.replace_schema_metadata({**existing, PROVENANCE_KEY: json.dumps(meta, default=str).encode()})
@@ -66,16 +71,21 @@ def write_table(df: pd.DataFrame, path, meta: dict) -> None:
 
 
 def read_table(path) -> pd.DataFrame:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"table {path} does not exist")
+        raise MissingResource(f"table {path} does not exist")
     try:
         return pq.read_table(path).to_pandas()
     except (pa.ArrowInvalid, OSError) as err:
-        raise ValueError(f"table {path} is not a readable parquet file: {err}") from None
+        raise InputError(f"table {path} is not a readable parquet file: {err}") from None
 
 
 def read_table_meta(path) -> dict:
+    import pyarrow.parquet as pq
+
     md = pq.read_schema(path).metadata or {}
     raw = md.get(PROVENANCE_KEY)
     return json.loads(raw) if raw else {}

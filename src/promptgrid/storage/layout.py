@@ -125,6 +125,13 @@ def log(*parts: str) -> str:
     return "logs/" + "/".join(parts) + ".log"
 
 
+def benchmark(rule: str, *parts: str) -> str:
+    """A model job's Snakemake benchmark (wall seconds, max RSS in MB, CPU time; one row per run), per rule as the
+    profiles' set-resources are: ``benchmark("train_prompt", "{backbone}", "{task}")`` ->
+    benchmarks/train_prompt/{backbone}/{task}.tsv. Not an output: no table or hash reads it."""
+    return "benchmarks/" + "/".join((rule, *parts)) + ".tsv"
+
+
 # ---------------------------------------------------------------- cross-model transfer (Su et al. projectors)
 #: one job per (projector, fit) of ``cross_model``: its parts, the projector, the projected prompts; ``collect``
 #: gathers the parts into tables/cross_model.parquet, the figure kind ``cross_model`` draws it

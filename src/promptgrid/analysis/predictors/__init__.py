@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pandas as pd
+from promptgrid.lazy import lazy_module
+
+pd = lazy_module("pandas")
+
 
 #: modules of this package that register nothing (promptgrid.pipeline.plugins skips them)
 HELPERS = ("features",)

@@ -2,11 +2,12 @@
 none. It knows the families and nothing else."""
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
-
 from promptgrid.analysis.predictors import PredictorData
+from promptgrid.lazy import lazy_module
 from promptgrid.registry import PREDICTORS, PredictorSpec
+
+np = lazy_module("numpy")
+pd = lazy_module("pandas")
 
 
 def predict(data: PredictorData) -> pd.DataFrame:

@@ -2,8 +2,11 @@
 leave-target-out mean of a source's outcome."""
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
+from promptgrid.lazy import lazy_module
+
+np = lazy_module("numpy")
+pd = lazy_module("pandas")
+
 
 
 def outcome_grid(outcomes: pd.DataFrame) -> pd.DataFrame:

@@ -14,12 +14,13 @@ h's own gains enter neither its features nor its fit, so its scores are out-of-s
 """
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
-
 from promptgrid.analysis.predictors import PredictorData
 from promptgrid.analysis.predictors.features import outcome_grid, source_means
+from promptgrid.lazy import lazy_module
 from promptgrid.registry import PREDICTORS, PredictorSpec
+
+np = lazy_module("numpy")
+pd = lazy_module("pandas")
 
 PENALTIES = (0.1, 1.0, 10.0, 100.0)
 

@@ -3,11 +3,12 @@ table's ``random`` column gives the exact expectation of a random pick; this is 
 shows how far chance alone goes at the study's size."""
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
-
 from promptgrid.analysis.predictors import PredictorData
+from promptgrid.lazy import lazy_module
 from promptgrid.registry import PREDICTORS, PredictorSpec
+
+np = lazy_module("numpy")
+pd = lazy_module("pandas")
 
 
 def predict(data: PredictorData) -> pd.DataFrame:

@@ -3,11 +3,12 @@ the target, only which sources are generally useful; a similarity metric that do
 us about the pair."""
 from __future__ import annotations
 
-import pandas as pd
-
 from promptgrid.analysis.predictors import PredictorData
 from promptgrid.analysis.predictors.features import long_pairs, outcome_grid, source_means
+from promptgrid.lazy import lazy_module
 from promptgrid.registry import PREDICTORS, PredictorSpec
+
+pd = lazy_module("pandas")
 
 
 def predict(data: PredictorData) -> pd.DataFrame:

@@ -18,12 +18,14 @@ import zlib
 from pathlib import Path
 from typing import Optional
 
-import pandas as pd
-
 from promptgrid.data import DataError
 from promptgrid.data.artifacts import file_lock
+from promptgrid.errors import MissingResource
+from promptgrid.lazy import lazy_module
 from promptgrid.registry import SOURCES, Artifact, SourceSpec
 from promptgrid.storage.files import atomic_write_bytes, atomic_write_text
+
+pd = lazy_module("pandas")
 
 BIGBENCH_VERSION = "1.0.0"
 
@@ -127,7 +129,7 @@ def extract_bigbench_task(archive, task_path: str, cache_dir) -> Path:
         return out
     archive = Path(archive)
     if not archive.exists():
-        raise FileNotFoundError(f"BIG-bench archive {archive} does not exist")
+        raise MissingResource(f"BIG-bench archive {archive} does not exist")
     index, data = bigbench_index(archive, cache_dir, _want=task_path)
     if task_path not in index:
         subtasks = sorted(t for t in index if t.startswith(task_path + "/"))

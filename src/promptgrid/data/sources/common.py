@@ -5,9 +5,10 @@ import io
 import re
 from typing import Optional, Sequence
 
-import pandas as pd
-
 from promptgrid.data import DataError
+from promptgrid.lazy import lazy_module
+
+pd = lazy_module("pandas")
 
 
 def records_frame(texts: Sequence, labels: Sequence, where: str, ids: Optional[Sequence] = None) -> pd.DataFrame:

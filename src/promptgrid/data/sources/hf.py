@@ -1,5 +1,7 @@
-"""A Hugging Face dataset: a hub id (on machines that reach the hub; pin ``hf_config`` and ``hf_split``), or a
-local builder ('json', 'csv', 'parquet') with ``data_files``, through the same ``datasets.load_dataset`` call.
+"""A Hugging Face dataset: a hub id (on machines that reach the hub; pin ``hf_config``, ``hf_split`` and
+``hf_revision``, which ``promptgrid pin`` sets to the commit), or a local builder ('json', 'csv', 'parquet') with
+``data_files``, through the same ``datasets.load_dataset`` call. A hub id is read at the commit its revision
+resolves to, which the prepared task's provenance records (:func:`promptgrid.data.readers.source_record`).
 """
 from __future__ import annotations
 
