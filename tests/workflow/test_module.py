@@ -99,7 +99,12 @@ def venv_env(venv: Path) -> dict:
     """The venv activated: its bin first on PATH, nothing of the test interpreter's. Bytecode is written, as in a
     user's venv (the packages are installed without compiling: each job compiles what it imports once)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "VIRTUAL_ENV")}
-    env.update(PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}", VIRTUAL_ENV=str(venv))
+    # nothing of the test's own venv (CI activates .venv, whose bin holds a promptgrid command)
+    test_bins = {str(Path(sys.prefix) / "bin"), str(Path(sys.executable).parent)}
+    if os.environ.get("VIRTUAL_ENV"):
+        test_bins.add(str(Path(os.environ["VIRTUAL_ENV"]) / "bin"))
+    path = [p for p in env.get("PATH", "").split(os.pathsep) if p and p not in test_bins]
+    env.update(PATH=os.pathsep.join([str(venv / "bin"), *path]), VIRTUAL_ENV=str(venv))
     return env
 
 
