@@ -60,7 +60,6 @@ def correlation_bars(correlation: pd.DataFrame, backbone: str, method: str, stat
     values (other rows) are overlaid as points; ``*`` marks a family-adjusted (Westfall-Young maxT)
     p < 0.05, or the raw p where the table has no ``<stat>_p_maxt`` column (the legend says which).
     """
-    import numpy as np
     import seaborn as sns
     from matplotlib.container import BarContainer
     from matplotlib.lines import Line2D

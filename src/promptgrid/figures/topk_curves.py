@@ -53,8 +53,6 @@ def t_interval(per_target: pd.DataFrame, by: list, value: str) -> pd.DataFrame:
 
 def _band(ax, curve: pd.DataFrame, colour, gid: str) -> None:
     """Shade ``curve``'s finite ci_low..ci_high over k (one PolyCollection, ``gid`` names it for readers)."""
-    import numpy as np
-
     ok = np.isfinite(curve["ci_low"].to_numpy(float)) & np.isfinite(curve["ci_high"].to_numpy(float))
     if ok.any():
         c = curve[ok]
@@ -78,7 +76,6 @@ def topk_curves(retrieval: pd.DataFrame, backbone: str, method: str, as_gain: bo
     Shaded bands: the 95 % t-interval over targets (see :func:`t_interval`) of the oracle (the held-out
     one where drawn), the best metric (highest mean over k), the learned ranking and source_only.
     """
-    import numpy as np
     import seaborn as sns
 
     from promptgrid.figures import style
