@@ -317,12 +317,13 @@ def train_runs(backbone: Backbone, objective, train, dev, runs: list, cfg: Train
         state.step += 1
         if state.step == cfg.early_step:
             state.early_prompt = bank.prompts.detach().cpu().clone()
-        n_examples += sum(len(ex) for ex in examples)
+        step_examples = sum(len(ex) for ex in examples)
+        n_examples += step_examples
         if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
             evaluate(state.step)
             progress.restart()  # the evaluation zeroed the running sums and printed a line
         else:
-            progress.step(state.step, len(active), sum(len(ex) for ex in examples), running)
+            progress.step(state.step, len(active), step_examples, running)
         if checkpoint is not None and state.step % cfg.checkpoint_every == 0 and state.step < cfg.steps:
             sync_running()
             save_torch_checkpoint(checkpoint, {"key": checkpoint_key, "format": CHECKPOINT_FORMAT,
